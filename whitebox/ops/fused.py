@@ -1,0 +1,187 @@
+"""Fused ops: each has one hand-written backward instead of a chain of small ones.
+
+softmax, log_softmax and logsumexp are stable (shift by the max) and give no
+NaN on a row masked entirely with -inf: softmax is 0 there, logsumexp -inf,
+and no gradient flows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from whitebox import backend
+from whitebox.tensor import Tensor, make
+
+
+def _shifted_exp(x: Any, axis: int) -> tuple[Any, Any, Any]:
+    """(e, s, m): e = exp(x - m), s = sum(e), with m the row max (0 on an all -inf row)."""
+    xp = backend.array_module(x)
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0).astype(x.dtype, copy=False)
+    e = xp.exp(x - m)
+    return e, e.sum(axis=axis, keepdims=True), m
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """softmax(x)_i = e^{x_i} / sum_j e^{x_j}; VJP: p * (g - sum(g p))."""
+    xp = x.xp
+    e, s, _ = _shifted_exp(x.data, axis)
+    p = e / xp.where(s > 0, s, 1)
+    return make(p, (x,), lambda g: (p * (g - (g * p).sum(axis=axis, keepdims=True)),))
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x_i - logsumexp(x); VJP: g - softmax(x) sum(g)."""
+    xp = x.xp
+    e, s, m = _shifted_exp(x.data, axis)
+    with np.errstate(divide="ignore"):
+        lse = m + xp.log(xp.where(s > 0, s, 1))
+    out = x.data - lse
+    p = e / xp.where(s > 0, s, 1)
+    return make(out, (x,), lambda g: (g - p * g.sum(axis=axis, keepdims=True),))
+
+
+def logsumexp(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:
+    """log sum_j e^{x_j}; -inf on an all -inf row. VJP: g softmax(x)."""
+    xp = x.xp
+    e, s, m = _shifted_exp(x.data, axis)
+    with np.errstate(divide="ignore"):
+        out = m + xp.log(s)
+    p = e / xp.where(s > 0, s, 1)
+    if not keepdims:
+        out = out.squeeze(axis)
+
+    def backward(g: Any) -> tuple[Any]:
+        return (p * (g if keepdims else xp.expand_dims(g, axis)),)
+
+    return make(out, (x,), backward)
+
+
+def layer_norm(
+    x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
+    """LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias.
+
+    VJP with xhat the normalized input, r = 1/sqrt(var + eps), gh = g * weight:
+    dx = r (gh - mean(gh) - xhat mean(gh xhat)); dweight = sum g xhat; dbias = sum g.
+    """
+    d = x.shape[-1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (d,):
+            raise ValueError(f"layer_norm: {name} must have shape ({d},) for input {x.shape}, got {t.shape}")
+    xp = x.xp
+    mu = x.data.mean(axis=-1, keepdims=True)
+    xc = x.data - mu
+    rstd = 1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    xhat = xc * rstd
+    out = xhat
+    if weight is not None:
+        out = out * weight.data
+    if bias is not None:
+        out = out + bias.data
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+
+    def backward(g: Any) -> tuple[Any, ...]:
+        gh = g * weight.data if weight is not None else g
+        gx = rstd * (gh - gh.mean(axis=-1, keepdims=True) - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
+        grads = [gx]
+        flat = g.reshape(-1, d)
+        if weight is not None:
+            grads.append((flat * xhat.reshape(-1, d)).sum(axis=0) if weight.requires_grad else None)
+        if bias is not None:
+            grads.append(flat.sum(axis=0) if bias.requires_grad else None)
+        return tuple(grads)
+
+    return make(out, parents, backward)
+
+
+def cross_entropy(
+    logits: Tensor,
+    targets: Any,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Cross-entropy of integer ``targets`` (shape ``(...)``) under ``logits`` (``(..., C)``).
+
+    With smoothing s the target distribution is q = (1 - s) onehot(t) + s / C and
+    loss_i = -sum_c q_c log p_c. Positions whose target is ``ignore_index`` get no
+    loss and no gradient; 'mean' averages over the others. VJP: (p - q) / n.
+    """
+    t = targets.data if isinstance(targets, Tensor) else targets
+    t = backend.to_device(logits.xp.asarray(t), logits.device) if not hasattr(t, "dtype") else t
+    C = logits.shape[-1]
+    if t.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"cross_entropy: targets have shape {t.shape}; logits {logits.shape} need {logits.shape[:-1]}"
+        )
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype {t.dtype}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    xp = logits.xp
+    x = logits.data.reshape(-1, C)
+    t = t.reshape(-1)
+    valid = t != ignore_index if ignore_index is not None else xp.ones(t.shape, dtype=bool)
+    safe_t = xp.where(valid, t, 0)
+    if t.size and bool(((safe_t < 0) | (safe_t >= C)).any()):
+        raise ValueError(
+            f"cross_entropy: targets must lie in [0, {C}) (or equal ignore_index), got {backend.to_numpy(t[(safe_t < 0) | (safe_t >= C)])[:5]}"
+        )
+    e, s, m = _shifted_exp(x, -1)
+    logp = x - (m + xp.log(s))
+    rows = xp.arange(x.shape[0])
+    nll = -logp[rows, safe_t]
+    if label_smoothing:
+        nll = (1 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
+    nll = nll * valid
+    n_valid = max(int(valid.sum()), 1)
+    if reduction == "mean":
+        out = nll.sum() / n_valid
+    elif reduction == "sum":
+        out = nll.sum()
+    else:
+        out = nll.reshape(logits.shape[:-1])
+
+    def backward(g: Any) -> tuple[Any]:
+        grad = e / s
+        if label_smoothing:
+            grad -= label_smoothing / C
+        grad[rows, safe_t] -= 1 - label_smoothing
+        grad *= valid[:, None]
+        scale = g.reshape(-1, 1) if reduction == "none" else (g / n_valid if reduction == "mean" else g)
+        return ((grad * scale).reshape(logits.shape),)
+
+    return make(out.astype(logits.dtype, copy=False), (logits,), backward)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Zero each entry with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    keep = backend.device_rng(x.device).random(x.shape, dtype=np.float32) >= p
+    mask = keep.astype(x.dtype) * (1 / (1 - p))
+    return make(x.data * mask, (x,), lambda g: (g * mask,))
+
+
+def embedding(ids: Any, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` picked by integer ``ids``; VJP scatter-adds into the rows used."""
+    idx = ids.data if isinstance(ids, Tensor) else backend.to_device(weight.xp.asarray(ids), weight.device)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {idx.dtype}")
+    n = weight.shape[0]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise ValueError(
+            f"embedding: ids must lie in [0, {n}), got values in [{int(idx.min())}, {int(idx.max())}]"
+        )
+
+    def backward(g: Any) -> tuple[Any]:
+        full = weight.xp.zeros(weight.shape, dtype=g.dtype)
+        backend.scatter_add(full, idx.reshape(-1), g.reshape(-1, weight.shape[1]))
+        return (full,)
+
+    return make(weight.data[idx], (weight,), backward)
