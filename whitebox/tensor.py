@@ -205,6 +205,8 @@ class Tensor:
                     continue
                 if pg.shape != parent.shape:
                     pg = sum_to_shape(pg, parent.shape)
+                if pg.dtype != parent.dtype:  # e.g. a float32 weight used with float64 data
+                    pg = pg.astype(parent.dtype)
                 key = id(parent)
                 grads[key] = grads[key] + pg if key in grads else pg
             if not retain_graph:

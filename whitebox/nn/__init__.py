@@ -1,0 +1,20 @@
+"""Neural-network building blocks on the whitebox autograd."""
+
+from whitebox.nn import init
+from whitebox.nn.layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Tanh
+from whitebox.nn.module import Module, ModuleList, Parameter, Sequential
+
+__all__ = [
+    "GELU",
+    "Dropout",
+    "Embedding",
+    "LayerNorm",
+    "Linear",
+    "Module",
+    "ModuleList",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Tanh",
+    "init",
+]
