@@ -1,0 +1,83 @@
+"""Mini-batches of an ``ImageDataset`` as device tensors.
+
+Each epoch's randomness, both the shuffling order and the augmentation draws,
+comes from one generator, ``np.random.default_rng([seed, epoch])``. So a
+(seed, epoch) pair fixes that epoch's batches exactly, whatever happened
+before: resuming at epoch e after a restart replays it bit for bit.
+
+Images stay uint8 until a batch is drawn; the batch is augmented on the host,
+moved to the device as uint8 (a quarter of the float32 bytes), and converted
+there to float32, scaled to [0, 1] and (by default) normalized with the
+dataset's train-split mean and std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from whitebox import backend
+from whitebox.data.augment import Augment
+from whitebox.data.datasets import ImageDataset
+from whitebox.tensor import Tensor
+
+
+class DataLoader:
+    """Iterate over ``dataset`` in batches of (images Tensor (B, C, H, W) float32, labels int64 array)."""
+
+    def __init__(  # noqa: PLR0917 (the documented positional API)
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        augment: Augment | None = None,
+        normalize: bool = True,
+        device: str = "cpu",
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.augment = augment
+        self.normalize = normalize
+        self.device = backend.check_device(device)
+        self.drop_last = drop_last
+        self.epoch = 0
+        C = dataset.image_shape[0]
+        mean = np.asarray(dataset.mean if normalize else (0.0,) * C, dtype=np.float32).reshape(1, C, 1, 1)
+        std = np.asarray(dataset.std if normalize else (1.0,) * C, dtype=np.float32).reshape(1, C, 1, 1)
+        # x_normalized = (u8 / 255 - mean) / std = u8 * scale - shift
+        self._scale = backend.to_device(1.0 / (255.0 * std), self.device)
+        self._shift = backend.to_device(mean / std, self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentations the next iteration produces."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Any]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n = len(self.dataset)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            batch = self.dataset.images[idx]
+            if self.augment is not None:
+                batch = self.augment(batch, rng)
+            x = backend.to_device(np.ascontiguousarray(batch), self.device).astype(np.float32)
+            x *= self._scale
+            x -= self._shift
+            yield Tensor(x), backend.to_device(self.dataset.labels[idx], self.device)
