@@ -28,14 +28,18 @@ _grad_enabled = True
 class no_grad(contextlib.ContextDecorator):
     """Context manager / decorator: ops inside record no graph."""
 
+    def __init__(self) -> None:
+        # a stack, not one slot: a decorated function that recurses re-enters this same instance
+        self._prev: list[bool] = []
+
     def __enter__(self) -> None:
         global _grad_enabled
-        self._prev = _grad_enabled
+        self._prev.append(_grad_enabled)
         _grad_enabled = False
 
     def __exit__(self, *exc: object) -> None:
         global _grad_enabled
-        _grad_enabled = self._prev
+        _grad_enabled = self._prev.pop()
 
 
 def is_grad_enabled() -> bool:
@@ -200,18 +204,18 @@ class Tensor:
             if node._backward is None:  # a leaf: keep an owned copy
                 node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
-            for parent, pg in zip(node._parents, node._backward(g), strict=True):
-                if pg is None or not parent.requires_grad:
+            for parent, vjp in zip(node._parents, node._backward(g), strict=True):
+                if vjp is None or not parent.requires_grad:
                     continue
+                pg = vjp
                 if pg.shape != parent.shape:
                     pg = sum_to_shape(pg, parent.shape)
                 if pg.dtype != parent.dtype:  # e.g. a float32 weight used with float64 data
                     pg = pg.astype(parent.dtype)
                 key = id(parent)
                 grads[key] = grads[key] + pg if key in grads else pg
-            if not retain_graph:
-                node._backward, node._parents = None, ()
-                node.requires_grad = False
+            if not retain_graph:  # free the graph; a later backward through it raises
+                node._backward, node._parents = _freed, ()
 
     # ---- operators (implemented in whitebox.ops) ----------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -337,6 +341,14 @@ class Tensor:
         )
 
 
+def _freed(g: Any) -> Sequence[Any]:
+    """The VJP left on a tensor whose graph a backward() has freed."""
+    raise RuntimeError(
+        "backward() through a graph that an earlier backward() already freed; pass "
+        "retain_graph=True to the first backward() to go through the graph again"
+    )
+
+
 def _raw(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
 
@@ -392,12 +404,15 @@ def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     """``x`` itself if a Tensor; else a constant on ``like``'s device.
 
     A Python scalar takes ``like``'s dtype by NumPy's weak-scalar rule, so
-    ``float32_tensor * 2.0`` stays float32.
+    ``float32_tensor * 2.0`` stays float32; so does a NumPy scalar such as
+    ``np.sqrt(d)`` (a float64), which NumPy alone would let upcast the tensor.
     """
     if isinstance(x, Tensor):
         return x
     if like is None:
         return Tensor(x)
+    if isinstance(x, np.generic):
+        x = x.item()
     if isinstance(x, int | float | bool):
         return Tensor(like.xp.asarray(x, dtype=np.result_type(like.dtype, x)))
     if _is_backend_array(x):

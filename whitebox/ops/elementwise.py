@@ -98,7 +98,7 @@ def sigmoid(a: Tensor) -> Tensor:
 
 def relu(a: Tensor) -> Tensor:
     mask = a.data > 0
-    return make(a.data * mask, (a,), lambda g: (g * mask,))
+    return make(a.xp.maximum(a.data, 0), (a,), lambda g: (g * mask,))  # not a * mask: -inf * 0 is NaN
 
 
 def gelu(a: Tensor, approximate: str = "none") -> Tensor:
@@ -177,6 +177,6 @@ def soft_threshold(a: Tensor, lam: float, nonnegative: bool = False) -> Tensor:
     xp = a.xp
     if nonnegative:
         mask = a.data > lam
-        return make((a.data - lam) * mask, (a,), lambda g: (g * mask,))
+        return make(xp.maximum(a.data - lam, 0), (a,), lambda g: (g * mask,))
     mask = xp.abs(a.data) > lam
-    return make(xp.sign(a.data) * (xp.abs(a.data) - lam) * mask, (a,), lambda g: (g * mask,))
+    return make(xp.sign(a.data) * xp.maximum(xp.abs(a.data) - lam, 0), (a,), lambda g: (g * mask,))

@@ -111,7 +111,7 @@ def cross_entropy(
     loss and no gradient; 'mean' averages over the others. VJP: (p - q) / n.
     """
     t = targets.data if isinstance(targets, Tensor) else targets
-    t = backend.to_device(logits.xp.asarray(t), logits.device) if not hasattr(t, "dtype") else t
+    t = backend.to_device(t if hasattr(t, "dtype") else logits.xp.asarray(t), logits.device)
     C = logits.shape[-1]
     if t.shape != logits.shape[:-1]:
         raise ValueError(
@@ -126,9 +126,11 @@ def cross_entropy(
     t = t.reshape(-1)
     valid = t != ignore_index if ignore_index is not None else xp.ones(t.shape, dtype=bool)
     safe_t = xp.where(valid, t, 0)
-    if t.size and bool(((safe_t < 0) | (safe_t >= C)).any()):
+    bad = (safe_t < 0) | (safe_t >= C)
+    if t.size and bool(bad.any()):
         raise ValueError(
-            f"cross_entropy: targets must lie in [0, {C}) (or equal ignore_index), got {backend.to_numpy(t[(safe_t < 0) | (safe_t >= C)])[:5]}"
+            f"cross_entropy: targets must lie in [0, {C}) (or equal ignore_index), "
+            f"got {backend.to_numpy(t[bad])[:5]}"
         )
     e, s, m = _shifted_exp(x, -1)
     logp = x - (m + xp.log(s))

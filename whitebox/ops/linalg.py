@@ -5,6 +5,7 @@ All ops work on stacks of matrices (leading batch axes).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,8 @@ def matmul(a: Any, b: Any) -> Tensor:
             ga = sum_to_shape(ga, A.shape).reshape(a.shape)
         if b.requires_grad:
             if B.ndim == 2 and A.ndim > 2:
-                gb = A.reshape(-1, A.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+                rows = math.prod(A.shape[:-1])  # not -1: ambiguous when an axis is empty
+                gb = A.reshape(rows, A.shape[-1]).T @ g.reshape(rows, g.shape[-1])
             else:
                 gb = sum_to_shape(A.swapaxes(-1, -2) @ g, B.shape)
             gb = gb.reshape(b.shape)

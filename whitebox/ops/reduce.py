@@ -11,12 +11,12 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     """``axis`` (None, int or tuple, possibly negative) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if hasattr(axis, "__index__") else tuple(axis)  # an int or a NumPy integer
     out = []
     for ax in axes:
         if not -ndim <= ax < ndim:
             raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
-        out.append(ax % ndim)
+        out.append(int(ax) % ndim)
     return tuple(sorted(set(out)))
 
 
@@ -53,8 +53,8 @@ def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa:
 
     def backward(g: Any) -> tuple[Any]:
         hit = a.data == out_keep
-        share = hit / hit.sum(axis=axes, keepdims=True)
-        return (share.astype(a.dtype, copy=False) * _keep(g, axes, keepdims, shape),)
+        share = hit / hit.sum(axis=axes, keepdims=True, dtype=a.dtype)  # in a's dtype, no float64 detour
+        return (share * _keep(g, axes, keepdims, shape),)
 
     return make(out, (a,), backward)
 

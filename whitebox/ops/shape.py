@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from whitebox import backend
 from whitebox.tensor import Tensor, make
@@ -21,7 +24,15 @@ def reshape(a: Tensor, shape: Sequence[int]) -> Tensor:
 
 def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
     """Permute axes (reverse them when ``axes`` is None); a view."""
-    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(ax % a.ndim for ax in axes)
+    if axes is None:
+        axes = tuple(range(a.ndim))[::-1]
+    else:
+        given = tuple(axes)
+        if any(not -a.ndim <= ax < a.ndim for ax in given):
+            raise ValueError(
+                f"transpose: axes {given} are out of range for a tensor with {a.ndim} dimensions"
+            )
+        axes = tuple(ax % a.ndim for ax in given)
     if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of {a.ndim} axes")
     inverse = tuple(sorted(range(a.ndim), key=axes.__getitem__))
@@ -43,9 +54,9 @@ def expand(a: Tensor, shape: Sequence[int]) -> Tensor:
 def _selects_once(index: Any) -> bool:
     """True when ``index`` cannot pick one element twice: slices, ints, None, ..., one mask."""
     items = index if isinstance(index, tuple) else (index,)
-    if len(items) == 1 and getattr(items[0], "dtype", None) == bool:
+    if len(items) == 1 and getattr(getattr(items[0], "dtype", None), "kind", None) == "b":
         return True
-    return all(isinstance(i, int | slice) or i is None or i is Ellipsis for i in items)
+    return all(isinstance(i, int | np.integer | slice) or i is None or i is Ellipsis for i in items)
 
 
 def _raw_index(index: Any) -> Any:
@@ -95,11 +106,9 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     tensors = tuple(tensors)
     xp = tensors[0].xp
     out = xp.stack([t.data for t in tensors], axis=axis)
-    return make(
-        out,
-        tensors,
-        lambda g: tuple(xp.take(g, i, axis=axis) for i in range(len(tensors))),
-    )
+    lead = (slice(None),) * (axis % out.ndim)
+    # basic indexing: each gradient is a view of g (xp.take would copy it)
+    return make(out, tensors, lambda g: tuple(g[(*lead, i)] for i in range(len(tensors))))
 
 
 def split(a: Tensor, sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
@@ -115,8 +124,8 @@ def _split_bounds(n: int, sections: int | Sequence[int]) -> list[tuple[int, int]
         if sections <= 0 or n % sections:
             raise ValueError(f"split: an axis of length {n} does not split into {sections} equal parts")
         step = n // sections
-        cuts = list(range(step, n, step))
+        cuts = [step * i for i in range(1, sections)]  # not range(step, n, step): step is 0 when n is
     else:
         cuts = list(sections)
     edges = [0, *cuts, n]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
