@@ -55,7 +55,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the weight "
             f"{weight.shape} expects {weight.shape[-1]}"
         )
-    y = x @ weight.mT
+    if x.ndim > 2:  # one GEMM over all rows, not one per leading index (NumPy loops over them)
+        y = (x.reshape(-1, x.shape[-1]) @ weight.mT).reshape(*x.shape[:-1], weight.shape[0])
+    else:
+        y = x @ weight.mT
     return y if bias is None else y + bias
 
 
@@ -63,3 +66,8 @@ def mse_loss(pred: Tensor, target: Any) -> Tensor:
     """Mean squared error mean((pred - target)^2)."""
     diff = pred - target
     return (diff * diff).mean()
+
+
+from whitebox.ops.attention import attention, tied_attention  # noqa: E402
+
+__all__ += ["attention", "tied_attention"]

@@ -71,3 +71,6 @@ __all__ = [
     "var",
     "where",
 ]
+from whitebox.ops.attention import attention, tied_attention
+
+__all__ += ["attention", "tied_attention"]

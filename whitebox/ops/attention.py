@@ -1,0 +1,201 @@
+"""Fused multi-head self-attention with one hand-written backward.
+
+``tied_attention`` is CRATE's subspace self-attention (query = key = value = w);
+``attention`` is the standard one with separate q, k, v (packed in one array). Both take and return
+tokens as rows with the heads side by side in the feature axis, ``(..., N, H*p)``,
+the layout a linear projection produces and consumes, so no head split or merge
+appears as a separate op in the graph.
+
+Per head, with S the scaled scores, A = softmax(S) over each row (masked scores
+are -inf and get probability 0) and out = A v, the VJPs for g = dL/d(out) are
+
+    dv = A^T g,   dA = g v^T,   dS = A * (dA - rowsum(dA * A)),
+    tied (S = s w w^T):          dw = A^T g + s (dS + dS^T) w,
+    separate (S = s q k^T):      dq = s dS k,   dk = s dS^T q.
+
+Attention dropout (as in the official CRATE and ViT code) multiplies A by a
+keep mask / (1 - p) before the product with v; the backward applies the same
+mask to dA and uses the undropped A in the softmax VJP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from whitebox import backend
+from whitebox.tensor import Tensor, make
+
+
+def _split_heads(x: Any, heads: int) -> Any:
+    """(..., N, H*p) -> (..., H, N, p), a strided view (no copy)."""
+    *lead, n, hp = x.shape
+    if hp % heads:
+        raise ValueError(f"attention: feature axis {hp} (shape {x.shape}) is not divisible by {heads} heads")
+    return x.reshape(*lead, n, heads, hp // heads).swapaxes(-3, -2)
+
+
+def _merge_heads(x: Any) -> Any:
+    """(..., H, N, p) -> (..., N, H*p), one contiguous copy."""
+    *lead, h, n, p = x.shape
+    return x.swapaxes(-3, -2).reshape(*lead, n, h * p)
+
+
+def _mask_array(mask: Any, like: Tensor) -> Any:
+    if mask is None:
+        return None
+    m = mask.data if isinstance(mask, Tensor) else mask
+    m = backend.to_device(like.xp.asarray(m), like.device)
+    if m.dtype != bool:
+        raise TypeError(f"attention: mask must be boolean (True = may attend), got dtype {m.dtype}")
+    return m
+
+
+def _rowsum(x: Any) -> Any:
+    """Sum over the last axis, keeping it: a matrix-vector product, much faster than
+    ``x.sum(-1)`` over short rows."""
+    xp = backend.array_module(x)
+    return (x @ xp.ones(x.shape[-1], dtype=x.dtype))[..., None]
+
+
+def _probabilities(S: Any, mask: Any, scale: float, symmetric: bool = False) -> Any:
+    """Row softmax of the scores ``scale * S``, in place; entries where ``mask`` is False get 0.
+
+    A row masked entirely gives all zeros (no NaN). For a ``symmetric`` S without mask the
+    shift is the column max, the same numbers as the row max but a faster reduction.
+    """
+    xp = backend.array_module(S)
+    if mask is not None:
+        try:
+            xp.copyto(S, -xp.inf, where=~mask)
+        except ValueError as exc:
+            raise ValueError(
+                f"attention: mask of shape {mask.shape} does not broadcast to the scores {S.shape} "
+                "(batch, heads, N, N)"
+            ) from exc
+        m = S.max(axis=-1, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0).astype(S.dtype, copy=False)
+    elif symmetric:
+        m = S.max(axis=-2, keepdims=True).swapaxes(-1, -2)
+    else:
+        m = S.max(axis=-1, keepdims=True)
+    S -= m
+    S *= scale
+    xp.exp(S, out=S)
+    total = _rowsum(S)
+    if mask is not None:
+        total = xp.where(total > 0, total, 1)
+    S /= total
+    return S
+
+
+def _dropout_mask(shape: tuple[int, ...], p: float, like: Any) -> Any:
+    keep = backend.device_rng(backend.device_of(like)).random(shape, dtype=np.float32) >= p
+    return keep.astype(like.dtype) * (1 / (1 - p))
+
+
+def _head_rowsum(x: Any, heads: int) -> Any:
+    """(..., N, H*p) -> (..., H, N, 1): the sum of each head's p features."""
+    *lead, n, hp = x.shape
+    xp = backend.array_module(x)
+    sums = x.reshape(-1, hp // heads) @ xp.ones(hp // heads, dtype=x.dtype)
+    return sums.reshape(*lead, n, heads).swapaxes(-1, -2)[..., None]
+
+
+def _softmax_vjp(dA: Any, A: Any, rowsum: Any) -> Any:
+    """dS = A * (dA - rowsum(dA * A)), computed in the buffer of ``dA``; ``rowsum`` given."""
+    dA -= rowsum
+    dA *= A
+    return dA
+
+
+def _check(p: float, scale: float | None, head_dim: int) -> float:
+    if not 0 <= p < 1:
+        raise ValueError(f"attention: dropout must be in [0, 1), got {p}")
+    return head_dim**-0.5 if scale is None else scale
+
+
+def tied_attention(
+    w: Tensor,
+    heads: int,
+    scale: float | None = None,
+    mask: Any = None,
+    *,
+    dropout: float = 0.0,
+    training: bool = True,
+) -> tuple[Tensor, Any]:
+    """Self-attention with query = key = value = w, per head: softmax(s w w^T) w.
+
+    ``w`` has shape (..., N, H*p) (H = ``heads`` blocks of p features); ``scale`` s
+    defaults to 1/sqrt(p); ``mask`` is boolean, broadcastable to (..., H, N, N),
+    True where a token may attend. Returns ``(out, attn)``: out (..., N, H*p) and
+    the attention probabilities attn (..., H, N, N) as a backend array (before
+    dropout), which the op keeps anyway for its backward.
+
+    The backward uses rowsum(dA * A) = rowsum(g * out) per head (no N x N temporary).
+    """
+    xp = w.xp
+    W = xp.ascontiguousarray(_split_heads(w.data, heads))  # (..., H, N, p): faster batched products
+    Wt = xp.ascontiguousarray(W.swapaxes(-1, -2))
+    s = _check(dropout, scale, W.shape[-1])
+    A = _probabilities(W @ Wt, _mask_array(mask, w), s, symmetric=True)
+    keep = _dropout_mask(A.shape, dropout, A) if training and dropout > 0 else None
+    Ad = A if keep is None else A * keep
+    out = _merge_heads(Ad @ W)
+
+    def backward(g: Any) -> tuple[Any]:
+        G = xp.ascontiguousarray(_split_heads(g, heads))
+        dW = Ad.swapaxes(-1, -2) @ G
+        dA = G @ Wt
+        if keep is not None:
+            dA *= keep
+        dS = _softmax_vjp(dA, A, _head_rowsum(g * out, heads))
+        sym = dS + dS.swapaxes(-1, -2)
+        sym *= s
+        dW += sym @ W
+        return (_merge_heads(dW),)
+
+    return make(out, (w,), backward), A
+
+
+def attention(
+    qkv: Tensor,
+    heads: int,
+    scale: float | None = None,
+    mask: Any = None,
+    *,
+    dropout: float = 0.0,
+    training: bool = True,
+) -> tuple[Tensor, Any]:
+    """Standard scaled dot-product self-attention, per head: softmax(s q k^T) v.
+
+    ``qkv`` has shape (..., N, 3*H*p): q, k, v side by side, as one linear layer
+    with three times the width produces them (``to_qkv(x).chunk(3, dim=-1)`` in
+    PyTorch). Otherwise as ``tied_attention``; returns ``(out, attn)``.
+    """
+    xp = qkv.xp
+    if qkv.shape[-1] % 3:
+        raise ValueError(f"attention: the last axis of qkv {qkv.shape} must hold q, k and v (3 equal parts)")
+    Q, K, V = (xp.ascontiguousarray(_split_heads(t, heads)) for t in xp.split(qkv.data, 3, axis=-1))
+    s = _check(dropout, scale, Q.shape[-1])
+    A = _probabilities(Q @ K.swapaxes(-1, -2), _mask_array(mask, qkv), s)
+    keep = _dropout_mask(A.shape, dropout, A) if training and dropout > 0 else None
+    Ad = A if keep is None else A * keep
+    out = _merge_heads(Ad @ V)
+
+    def backward(g: Any) -> tuple[Any]:
+        G = xp.ascontiguousarray(_split_heads(g, heads))
+        dA = G @ V.swapaxes(-1, -2)
+        if keep is not None:
+            dA *= keep
+        dS = _softmax_vjp(dA, A, _head_rowsum(g * out, heads))
+        dS *= s
+        grad = xp.empty(qkv.shape, dtype=g.dtype)
+        dQ, dK, dV = (_split_heads(t, heads) for t in xp.split(grad, 3, axis=-1))
+        dQ[...] = dS @ K
+        dK[...] = dS.swapaxes(-1, -2) @ Q
+        dV[...] = Ad.swapaxes(-1, -2) @ G
+        return (grad,)
+
+    return make(out, (qkv,), backward), A
