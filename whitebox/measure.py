@@ -1,0 +1,159 @@
+"""Measuring the white box layer by layer: compression and sparsity (CRATE.md sec. 5).
+
+Every CRATE layer is meant to take one step on the sparse rate reduction objective,
+max Delta R(Z; U_[K]) - lam ||Z||_0, so two quantities can be read off each layer l:
+
+* **Compression** of the tokens entering its MSSA, Z = LN1(Z^l) (one image or sequence, N tokens
+  as rows), against the layer's own subspaces. Head k's basis is U_k = W_k^T, W_k being head k's
+  rows of the ``qkv`` weight (for a ViT, of its query weight), so U_k^T z is exactly what the head
+  attends with. As in the official plots each projected token is unit-normalized per head and
+  eps^2 = 0.01:
+
+      y_{k,i} = U_k^T z_i / ||U_k^T z_i||_2,   Y_k = [y_{k,1}, ..., y_{k,N}]  (p x N)
+      R^c(Z) = sum_k R(Y_k) = sum_k 1/2 logdet(I_N + p/(N eps^2) Y_k^T Y_k)     (natural log)
+
+  It lies between K/2 log(1 + p/eps^2) (each head's tokens all on one line) and
+  K m/2 log(1 + p/(m eps^2)) with m = min(N, p) (each head's tokens spread evenly over m
+  orthogonal directions, e.g. N <= p orthonormal tokens), and should fall with depth.
+* **Sparsity** of the layer's ISTA output Z^{l+1}: the fraction of nonzero entries
+  ||Z^{l+1}||_0 / (d N), which should also fall with depth. For a ViT the same is taken of the
+  MLP's output MLP(LN2(x)) (before the residual), its stand-in for ISTA.
+
+Numbers are averaged over the given inputs (images or token sequences). Works for any model made
+of ``CRATEBlock`` / ``ViTBlock`` layers (CRATE, ViT, CausalCRATE, GPT): see
+``whitebox.crate.inspect``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from whitebox.crate.block import CRATEBlock
+from whitebox.crate.inspect import record
+from whitebox.crate.vit import ViTBlock
+from whitebox.nn import Module
+from whitebox.rate import coding_rate
+from whitebox.tensor import Tensor, no_grad
+
+EPS2 = 0.01
+
+
+def subspace_bases(attn: Module) -> np.ndarray:
+    """The bases U_[K] an attention module projects onto, as a float64 array (K, d, p).
+
+    MSSA: W = ``qkv.weight`` (K p, d) and U_k = (rows k p .. (k+1) p of W)^T.
+    ViT ``Attention``: the same with the query third of ``to_qkv.weight`` ([q | k | v] rows).
+    """
+    K, p = attn.heads, attn.dim_head
+    if hasattr(attn, "qkv"):
+        W = attn.qkv.weight.numpy()
+    elif hasattr(attn, "to_qkv"):
+        W = attn.to_qkv.weight.numpy()[: K * p]
+    else:
+        raise TypeError(f"subspace_bases: {type(attn).__name__} has neither a qkv nor a to_qkv projection")
+    return W.astype(np.float64).reshape(K, p, -1).transpose(0, 2, 1)
+
+
+def compression_per_head(Z: Any, U: np.ndarray, eps2: float = EPS2) -> np.ndarray:
+    """R(Y_k) for every head k (module docstring), shape (..., K), for tokens ``Z`` (..., N, d).
+
+    Y_k holds the tokens projected by U[k] (d, p) and unit-normalized (a zero projection stays
+    zero); computed in float64 with ``whitebox.rate.coding_rate``.
+    """
+    Z = np.asarray(Z.numpy() if isinstance(Z, Tensor) else Z, dtype=np.float64)
+    P = Z[..., None, :, :] @ U  # (..., K, N, p)
+    norms = np.linalg.norm(P, axis=-1, keepdims=True)
+    P = P / np.where(norms > 0, norms, 1.0)
+    return coding_rate(P, math.sqrt(eps2)).numpy()
+
+
+def compression(Z: Any, U: np.ndarray, eps2: float = EPS2) -> np.ndarray:
+    """R^c(Z; U_[K]) = sum_k R(Y_k), shape Z.shape[:-2]."""
+    return compression_per_head(Z, U, eps2).sum(axis=-1)
+
+
+def nonzero_fraction(Z: Any) -> float:
+    """||Z||_0 / Z.size: the fraction of entries that are not exactly zero."""
+    Z = Z.numpy() if isinstance(Z, Tensor) else np.asarray(Z)
+    return np.count_nonzero(Z) / Z.size
+
+
+def _blocks(model: Module) -> list[Module]:
+    return [m for m in model.modules() if isinstance(m, CRATEBlock | ViTBlock)]
+
+
+def layerwise_compression_sparsity(
+    model: Module, inputs: Any, eps2: float = EPS2, batch_size: int = 200
+) -> list[dict[str, Any]]:
+    """Per layer of ``model``, the compression and sparsity of the module docstring.
+
+    ``inputs`` are what ``model`` takes (images (B, C, H, W) normalized as in training, or token
+    ids (B, T)), as an array or Tensor; they go through the model in chunks of ``batch_size``
+    in eval mode without gradients. Returns one dict per layer::
+
+        {"layer": i, "block": "crate" | "vit", "compression": R^c averaged over the inputs,
+         "compression_per_head": [R(Y_1), ..., R(Y_K)], "sparsity": ||Z||_0 / (d N)}
+    """
+    blocks = _blocks(model)
+    if not blocks:
+        raise ValueError(f"layerwise_compression_sparsity: {type(model).__name__} has no CRATE or ViT layers")
+    bases = [subspace_bases(b[0].fn) for b in blocks]
+    device, dtype = model.parameters()[0].device, model.parameters()[0].dtype
+    rc = [np.zeros(len(U)) for U in bases]
+    nonzero, entries, count = np.zeros(len(blocks)), np.zeros(len(blocks)), 0
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            if not isinstance(chunk, Tensor):
+                chunk = np.asarray(chunk)
+                chunk = Tensor(chunk, dtype=dtype if chunk.dtype.kind == "f" else None, device=device)
+            mlp_out: list[np.ndarray] = []
+
+            def keep(m: Module, i: tuple, out: Tensor) -> None:
+                mlp_out.append(out.numpy())
+
+            handles = [b[1].fn.register_forward_hook(keep) for b in blocks if isinstance(b, ViTBlock)]
+            try:
+                with no_grad(), record(model) as rec:
+                    model(chunk)
+            finally:
+                for h in handles:
+                    h.remove()
+            vit_outputs = iter(mlp_out)
+            for i, block in enumerate(blocks):
+                vit = isinstance(block, ViTBlock)
+                Z = rec["attn_in" if vit else "mssa_in"][i]
+                out = next(vit_outputs) if vit else rec["ista_out"][i]
+                rc[i] += compression_per_head(Z, bases[i], eps2).sum(axis=0)
+                nonzero[i] += np.count_nonzero(out)
+                entries[i] += out.size
+            count += len(chunk)
+    finally:
+        model.train(was_training)
+    return [
+        {
+            "layer": i,
+            "block": "vit" if isinstance(block, ViTBlock) else "crate",
+            "compression": float(rc[i].sum() / count),
+            "compression_per_head": (rc[i] / count).tolist(),
+            "sparsity": float(nonzero[i] / entries[i]),
+        }
+        for i, block in enumerate(blocks)
+    ]
+
+
+def format_table(rows: list[dict[str, Any]], title: str = "") -> str:
+    """The per-layer results of ``layerwise_compression_sparsity`` as a fixed-width text table."""
+    heads = len(rows[0]["compression_per_head"]) if rows else 0
+    lines = [title] if title else []
+    lines.append(
+        f"{'layer':>5}  {'R^c (sum of ' + str(heads) + ' heads)':>22}  {'sparsity ||Z||_0/(dN)':>22}"
+    )
+    for r in rows:
+        lines.append(f"{r['layer'] + 1:>5}  {r['compression']:>22.3f}  {r['sparsity']:>22.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Plots: per-layer compression and sparsity curves, training curves, attention overlays.
+
+Every function draws on a bare ``matplotlib.figure.Figure`` (rendered by Agg; no pyplot, so no
+display and no global backend state), writes one PNG to ``path`` (creating its folder) and
+returns the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_layerwise(
+    results: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = ""
+) -> Path:
+    """Two panels against the layer index, one line per model: R^c of the tokens entering each
+    layer's attention, and the nonzero fraction ||Z||_0 / (dN) of each layer's ISTA (or MLP) output.
+
+    ``results`` maps a label to the list ``whitebox.measure.layerwise_compression_sparsity`` returns.
+    """
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_c, ax_s = fig.subplots(1, 2)
+    for label, rows in results.items():
+        layers = [r["layer"] + 1 for r in rows]
+        ax_c.plot(layers, [r["compression"] for r in rows], marker="o", label=label)
+        ax_s.plot(layers, [r["sparsity"] for r in rows], marker="o", label=label)
+    ax_c.set(
+        xlabel="layer", ylabel=r"$R^c(Z^\ell; U^\ell_{[K]})$", title="compression (lower = more compressed)"
+    )
+    ax_s.set(xlabel="layer", ylabel=r"$\|Z^{\ell+1}\|_0 \,/\, (dN)$", title="sparsity (lower = sparser)")
+    ax_s.set_ylim(0, 1.05)
+    for ax in (ax_c, ax_s):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_training(records: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Training loss and (train / eval) accuracy per epoch, from ``metrics.jsonl`` records.
+
+    The train curve is the objective as optimized (with label smoothing and augmentation, where the
+    task uses them, averaged over the epoch); the held-out one is the plain cross-entropy.
+    """
+    epochs = [r["epoch"] + 1 for r in records]
+    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    ax_l, ax_a = fig.subplots(1, 2)
+    ax_l.plot(epochs, [r["train_loss"] for r in records], marker="o", label="train (the objective)")
+    if all("eval_loss" in r for r in records):
+        ax_l.plot(epochs, [r["eval_loss"] for r in records], marker="o", label="held out (plain)")
+    ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    for key, label in (("train_acc", "train"), ("eval_acc", "held out")):
+        if all(key in r for r in records):
+            ax_a.plot(epochs, [r[key] for r in records], marker="o", label=label)
+    ax_a.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_l, ax_a):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An image (C, H, W), any range, as something ``imshow`` takes, with its colormap."""
+    img = np.asarray(image, dtype=np.float64)
+    img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
+    return (img[0], "gray") if img.shape[0] == 1 else (img.transpose(1, 2, 0), None)
+
+
+def cls_attention_maps(attention: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The cls token's attention over the patches, (B, heads, gh, gw), from (B, heads, N, N).
+
+    Row 0 of each head's attention matrix is the cls token's query; its entries 1..N-1 are the
+    probabilities it puts on the patches, in row-major patch order.
+    """
+    B, H = attention.shape[:2]
+    return attention[:, :, 0, 1:].reshape(B, H, *grid)
+
+
+def plot_attention(
+    images: np.ndarray,
+    maps: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Rows = images, columns = the image, then one overlay per head.
+
+    ``images`` (B, C, H, W), ``maps`` (B, heads, gh, gw) as ``cls_attention_maps`` gives; each
+    map is upsampled to the image by repeating every patch's value over its pixels and drawn
+    over the image (per-map color scale).
+    """
+    B, K, gh, gw = maps.shape
+    H, W = images.shape[-2:]
+    fig = Figure(figsize=(1.6 * (K + 1), 1.6 * B + 0.4), layout="constrained")
+    axes = fig.subplots(B, K + 1, squeeze=False)
+    for b in range(B):
+        img, cmap = _display(images[b])
+        axes[b, 0].imshow(img, cmap=cmap)
+        axes[b, 0].set_ylabel(labels[b] if labels is not None else "", fontsize=8)
+        for k in range(K):
+            up = np.kron(maps[b, k], np.ones((H // gh, W // gw)))
+            ax = axes[b, k + 1]
+            ax.imshow(img, cmap=cmap)
+            ax.imshow(up, cmap="inferno", alpha=0.6)
+            if b == 0:
+                ax.set_title(f"head {k + 1}", fontsize=8)
+    axes[0, 0].set_title("image", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
