@@ -72,29 +72,31 @@ def layer_norm(
         if t is not None and t.shape != (d,):
             raise ValueError(f"layer_norm: {name} must have shape ({d},) for input {x.shape}, got {t.shape}")
     xp = x.xp
-    mu = x.data.mean(axis=-1, keepdims=True)
-    xc = x.data - mu
-    rstd = 1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
-    xhat = xc * rstd
-    out = xhat
-    if weight is not None:
-        out = out * weight.data
+    x2 = x.data.reshape(-1, d)
+    mean_vec = xp.full(d, 1 / d, dtype=x.dtype)  # row means as matrix-vector products (fast)
+    xhat = x2 - (x2 @ mean_vec)[:, None]
+    rstd = (1 / xp.sqrt(xp.einsum("ij,ij->i", xhat, xhat) / d + eps))[:, None]
+    xhat *= rstd
+    out = xhat * weight.data if weight is not None else xhat.copy()
     if bias is not None:
-        out = out + bias.data
+        out += bias.data
     parents = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g: Any) -> tuple[Any, ...]:
-        gh = g * weight.data if weight is not None else g
-        gx = rstd * (gh - gh.mean(axis=-1, keepdims=True) - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
-        grads = [gx]
-        flat = g.reshape(-1, d)
+        g2 = g.reshape(-1, d)
+        gh = g2 * weight.data if weight is not None else g2.copy()
+        proj = (xp.einsum("ij,ij->i", gh, xhat) / d)[:, None]
+        gh -= (gh @ mean_vec)[:, None]
+        gh -= xhat * proj
+        gh *= rstd
+        grads = [gh.reshape(x.shape)]
         if weight is not None:
-            grads.append((flat * xhat.reshape(-1, d)).sum(axis=0) if weight.requires_grad else None)
+            grads.append((g2 * xhat).sum(axis=0) if weight.requires_grad else None)
         if bias is not None:
-            grads.append(flat.sum(axis=0) if bias.requires_grad else None)
+            grads.append(g2.sum(axis=0) if bias.requires_grad else None)
         return tuple(grads)
 
-    return make(out, parents, backward)
+    return make(out.reshape(x.shape), parents, backward)
 
 
 def cross_entropy(
