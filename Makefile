@@ -48,8 +48,9 @@ $(STAMP_DEV): pyproject.toml | $(PY)
 demo: $(STAMP)
 	$(PY) -m whitebox demo $(DEMO_ARGS)
 
+# One BLAS thread per pytest-xdist worker: workers x BLAS threads > cores makes OpenBLAS spin.
 test: $(STAMP_DEV)
-	$(PY) -m pytest -n auto -q $(PYTEST_ARGS) tests
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n auto -q $(PYTEST_ARGS) tests
 
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check .
