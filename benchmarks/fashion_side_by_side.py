@@ -8,6 +8,10 @@ and writes the curves and attention maps to figures/ (``python -m whitebox figur
 them from the runs). Runs go to RUNS/fashion_crate and RUNS/fashion_vit; ``--resume``
 continues interrupted ones.
 
+Measured with the defaults on a 2-core CPU (one BLAS thread each): CRATE-mnist-tiny 90.02%
+(120,492 parameters, ~20 s an epoch), ViT-mnist-tiny 91.63% (454,188 parameters, ~70 s an epoch).
+With 20 epochs and no crops both stop at 89.7% (CRATE 89.66, ViT 89.61): they overfit.
+
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package when installed
 (``apt-get install dataset-fashion-mnist``), else it is downloaded into the cache.
 
