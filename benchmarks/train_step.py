@@ -95,94 +95,10 @@ def whitebox_step(device: str, size: int) -> tuple[Callable[[], float], Any]:
 
 
 def torch_crate() -> Any:
-    """The official CRATE classifier in PyTorch (model/crate.py), einops replaced by reshapes."""
-    import torch
-    from torch import nn
+    """The official CRATE classifier in PyTorch, at the benchmark's size."""
+    from whitebox.torch_reference import TorchCRATE
 
-    class PreNorm(nn.Module):
-        def __init__(self, dim: int, fn: nn.Module) -> None:
-            super().__init__()
-            self.norm, self.fn = nn.LayerNorm(dim), fn
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fn(self.norm(x))
-
-    class FeedForward(nn.Module):
-        def __init__(self, dim: int, step_size: float = 0.1) -> None:
-            super().__init__()
-            self.weight = nn.Parameter(torch.Tensor(dim, dim))
-            with torch.no_grad():
-                nn.init.kaiming_uniform_(self.weight)
-            self.step_size, self.lambd = step_size, 0.1
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x1 = nn.functional.linear(x, self.weight, bias=None)
-            grad_1 = nn.functional.linear(x1, self.weight.t(), bias=None)
-            grad_2 = nn.functional.linear(x, self.weight.t(), bias=None)
-            grad_update = self.step_size * (grad_2 - grad_1) - self.step_size * self.lambd
-            return nn.functional.relu(x + grad_update)
-
-    class Attention(nn.Module):
-        def __init__(self, dim: int, heads: int, dim_head: int) -> None:
-            super().__init__()
-            self.heads, self.scale = heads, dim_head**-0.5
-            self.attend = nn.Softmax(dim=-1)
-            self.dropout = nn.Dropout(0.0)
-            self.qkv = nn.Linear(dim, heads * dim_head, bias=False)
-            self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(0.0))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            b, n, _ = x.shape
-            w = self.qkv(x).reshape(b, n, self.heads, -1).transpose(1, 2)
-            attn = self.dropout(self.attend(torch.matmul(w, w.transpose(-1, -2)) * self.scale))
-            out = torch.matmul(attn, w).transpose(1, 2).reshape(b, n, -1)
-            return self.to_out(out)
-
-    class Transformer(nn.Module):
-        def __init__(self, dim: int, depth: int, heads: int, dim_head: int) -> None:
-            super().__init__()
-            self.layers = nn.ModuleList(
-                nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head)), PreNorm(dim, FeedForward(dim))])
-                for _ in range(depth)
-            )
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            for attn, ff in self.layers:
-                x = ff(attn(x) + x)
-            return x
-
-    class Patchify(nn.Module):
-        def __init__(self, p: int) -> None:
-            super().__init__()
-            self.p = p
-
-        def forward(self, img: torch.Tensor) -> torch.Tensor:
-            b, c, H, W = img.shape
-            p = self.p
-            x = img.reshape(b, c, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
-            return x.reshape(b, (H // p) * (W // p), p * p * c)
-
-    class CRATE(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            p, dim, C = CFG["patch_size"], CFG["dim"], CFG["channels"]
-            num_patches, patch_dim = (CFG["image_size"] // p) ** 2, C * p * p
-            self.to_patch_embedding = nn.Sequential(
-                Patchify(p), nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim)
-            )
-            self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, dim))
-            self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-            self.dropout = nn.Dropout(0.0)
-            self.transformer = Transformer(dim, CFG["depth"], CFG["heads"], dim // CFG["heads"])
-            self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, CFG["num_classes"]))
-
-        def forward(self, img: torch.Tensor) -> torch.Tensor:
-            x = self.to_patch_embedding(img)
-            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-            x = self.dropout(x + self.pos_embedding[:, : x.shape[1]])
-            return self.mlp_head(self.transformer(x)[:, 0])
-
-    return CRATE()
+    return TorchCRATE(**CFG)
 
 
 def torch_step(device: str, size: int, weights: Any = None) -> Callable[[], float]:
