@@ -1,9 +1,10 @@
 """What each rank runs in tests/test_distributed.py: ``mpiexec -n 2 python this.py SCENARIO OUTDIR``.
 
-``checks`` runs every collective once and saves this rank's results to
-OUTDIR/rank<r>.npz; ``hang``, ``raise`` and ``kill`` make rank 1 fail in one
-way each, to see every rank end. The helpers are also imported by the tests,
-which compute the expected results in one process.
+``checks`` runs every collective once (on the device WB_TEST_DEVICE, default
+cpu) and saves this rank's results to OUTDIR/rank<r>.npz; ``hang``, ``raise``
+and ``kill`` make rank 1 fail in one way each, to see every rank end. The
+helpers are also imported by the tests, which compute the expected results in
+one process.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import numpy as np
 
 import whitebox as wb
-from whitebox import distributed, nn
+from whitebox import backend, distributed, nn
 from whitebox.functional import mse_loss
 from whitebox.nn.module import Parameter
 from whitebox.optim import SGD
@@ -37,9 +38,8 @@ TINY_BUCKET_MB = 40 / 2**20  # 40 bytes: several buckets per dtype
 def rank_grads(rank: int) -> list[np.ndarray | None]:
     """The gradients rank ``rank`` contributes to the all-reduce check."""
     rng = np.random.default_rng([42, rank])
-    return [
-        rng.standard_normal(shape).astype(dtype) if rank in ranks else None for shape, dtype, ranks in GRAD_SPECS
-    ]
+    grads = [rng.standard_normal(shape).astype(dtype) for shape, dtype, _ in GRAD_SPECS]
+    return [g if rank in spec[2] else None for g, spec in zip(grads, GRAD_SPECS, strict=True)]
 
 
 def make_mlp(seed: int) -> nn.Module:
@@ -55,8 +55,8 @@ def regression_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_steps(comm: distributed.Communicator, steps: int, global_batch: int) -> nn.Module:
-    """``steps`` SGD steps of an MLP on data sharded by ``DistributedSampler``, gradients averaged by ``comm``."""
-    model = make_mlp(100 + comm.rank)  # different on each rank until the broadcast
+    """``steps`` SGD steps of an MLP on sharded data, gradients averaged over the ranks by ``comm``."""
+    model = make_mlp(100 + comm.rank).to(comm.device)  # different on each rank until the broadcast
     comm.broadcast_parameters(model)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = regression_data()
@@ -71,7 +71,8 @@ def train_steps(comm: distributed.Communicator, steps: int, global_batch: int) -
                 break
             batch = idx[i * b : (i + 1) * b]
             opt.zero_grad()
-            mse_loss(model(wb.Tensor(x[batch])), y[batch]).backward()
+            target = backend.to_device(y[batch], comm.device)
+            mse_loss(model(wb.Tensor(x[batch], device=comm.device)), target).backward()
             comm.allreduce_gradients(model.parameters())
             opt.step()
             step += 1
@@ -82,32 +83,34 @@ def train_steps(comm: distributed.Communicator, steps: int, global_batch: int) -
 def checks(comm: distributed.Communicator, outdir: str) -> None:
     out: dict[str, np.ndarray] = {}
     # all-reduce of gradients in small mixed-dtype buckets
-    params = [Parameter(np.zeros(shape, dtype=dtype), dtype=dtype) for shape, dtype, _ in GRAD_SPECS]
+    dev = comm.device
+    params = [Parameter(np.zeros(shape), dtype=dtype, device=dev) for shape, dtype, _ in GRAD_SPECS]
     for p, g in zip(params, rank_grads(comm.rank), strict=True):
-        p.grad = g
-    tiny = distributed.MPICommunicator(timeout=comm.timeout, bucket_mb=TINY_BUCKET_MB)
+        p.grad = None if g is None else backend.to_device(g, dev)
+    tiny = type(comm)(timeout=comm.timeout, bucket_mb=TINY_BUCKET_MB)
     tiny.allreduce_gradients(params)
     for i, p in enumerate(params):
-        out[f"grad{i}"] = np.array([]) if p.grad is None else p.grad
+        out[f"grad{i}"] = np.array([]) if p.grad is None else backend.to_numpy(p.grad)
         out[f"grad{i}_none"] = np.array(p.grad is None)
     tiny.close()
     # broadcast: replicas built from different seeds end equal to rank 0's
-    model = make_mlp(comm.rank)
+    model = make_mlp(comm.rank).to(dev)
     comm.broadcast_parameters(model)
     for name, a in model.state_dict().items():
-        out[f"bcast.{name}"] = a
+        out[f"bcast.{name}"] = backend.to_numpy(a)
     # host sums and the sampler as each rank sees it
     out["metrics"] = comm.allreduce_sum([comm.rank + 1.0, 2.0])
     out["shard"] = distributed.DistributedSampler(11, comm.rank, comm.world_size, seed=5, epoch=2).indices()
     # K SGD steps with batch 8 split over the ranks
     for name, a in train_steps(comm, steps=5, global_batch=8).state_dict().items():
-        out[f"sgd.{name}"] = a
+        out[f"sgd.{name}"] = backend.to_numpy(a)
     np.savez(os.path.join(outdir, f"rank{comm.rank}.npz"), **out)
 
 
 def main() -> None:
     scenario, outdir = sys.argv[1], sys.argv[2]
-    comm = distributed.init("cpu", timeout=float(os.environ.get("WB_TEST_TIMEOUT", "20")))
+    device = os.environ.get("WB_TEST_DEVICE", "cpu")
+    comm = distributed.init(device, timeout=float(os.environ.get("WB_TEST_TIMEOUT", "20")))
     if comm.is_root:
         print(comm.describe(), flush=True)
     with comm.guard():
