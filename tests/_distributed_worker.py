@@ -1,10 +1,11 @@
 """What each rank runs in tests/test_distributed.py: ``mpiexec -n 2 python this.py SCENARIO OUTDIR``.
 
 ``checks`` runs every collective once (on the device WB_TEST_DEVICE, default
-cpu) and saves this rank's results to OUTDIR/rank<r>.npz; ``hang``, ``raise``
-and ``kill`` make rank 1 fail in one way each, to see every rank end. The
-helpers are also imported by the tests, which compute the expected results in
-one process.
+cpu) and saves this rank's results to OUTDIR/rank<r>.npz; ``nccl-alone`` does
+the same through NCCL in one process on one GPU (no mpiexec); ``hang``,
+``raise`` and ``kill`` make rank 1 fail in one way each, to see every rank
+end. The helpers are also imported by the tests, which compute the expected
+results in one process.
 """
 
 from __future__ import annotations
@@ -109,8 +110,14 @@ def checks(comm: distributed.Communicator, outdir: str) -> None:
 
 def main() -> None:
     scenario, outdir = sys.argv[1], sys.argv[2]
-    device = os.environ.get("WB_TEST_DEVICE", "cpu")
-    comm = distributed.init(device, timeout=float(os.environ.get("WB_TEST_TIMEOUT", "20")))
+    device, timeout = os.environ.get("WB_TEST_DEVICE", "cpu"), float(os.environ.get("WB_TEST_TIMEOUT", "20"))
+    if scenario == "nccl-alone":  # every NCCL call once, in a group of one GPU (no mpiexec)
+        from whitebox.distributed.nccl import NCCLCommunicator
+
+        comm: distributed.Communicator = NCCLCommunicator(timeout=timeout)
+        scenario = "checks"
+    else:
+        comm = distributed.init(device, timeout=timeout)
     if comm.is_root:
         print(comm.describe(), flush=True)
     with comm.guard():

@@ -253,3 +253,25 @@ def test_nccl_collectives_on_two_gpus(tmp_path: Path) -> None:
     check_allreduce(ranks)
     check_broadcast(ranks)
     check_sgd(ranks, rtol=1e-4)  # GPU and CPU kernels round differently
+
+
+@pytest.mark.cuda
+def test_nccl_backend_alone_on_one_gpu(tmp_path: Path) -> None:
+    """Every NCCL call of the backend, in a group of one (no second GPU needed)."""
+    _mpiexec()
+    if not backend.cuda_available():
+        pytest.skip("cuda: CuPy or a GPU is not available")
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(WORKER), "nccl-alone", str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = dict(np.load(tmp_path / "rank0.npz"))
+    for i, g in enumerate(worker.rank_grads(0)):  # the average over one rank is its own gradient
+        if g is None:
+            assert result[f"grad{i}_none"]
+        else:
+            np.testing.assert_allclose(result[f"grad{i}"], g, rtol=1e-6)
+    check_broadcast([result])  # a group of one: rank 0's seed-0 weights stay
+    one = worker.train_steps(distributed.LocalCommunicator(), steps=5, global_batch=8).state_dict()
+    for name, value in one.items():
+        np.testing.assert_allclose(result[f"sgd.{name}"], value, rtol=1e-4, atol=1e-5)

@@ -113,10 +113,13 @@ class MPICommunicator(Communicator):
         self._drain_arrivals()
 
     # ---- data movement -------------------------------------------------------------
-    def _allreduce_sum_(self, buffers: list[Any], what: str) -> None:
+    def _mpi_allreduce_sum(self, buffers: list[np.ndarray], what: str) -> None:
         self._arrive()
         requests = [self._comm.Iallreduce(self._MPI.IN_PLACE, b, op=self._MPI.SUM) for b in buffers]
         self._wait(requests, what)
+
+    def _allreduce_sum_(self, buffers: list[Any], what: str) -> None:
+        self._mpi_allreduce_sum(buffers, what)
 
     def _broadcast_(self, buffers: list[Any], root: int, what: str) -> None:
         self._arrive()
@@ -125,7 +128,7 @@ class MPICommunicator(Communicator):
 
     def _host_allreduce_sum(self, values: np.ndarray, what: str) -> np.ndarray:
         out = np.ascontiguousarray(values).copy()
-        self._allreduce_sum_([out], what)
+        self._mpi_allreduce_sum([out], what)  # host data goes over MPI whatever moves the gradients
         return out
 
     # ---- failure and shutdown --------------------------------------------------------
