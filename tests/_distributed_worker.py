@@ -1,8 +1,9 @@
 """What each rank runs in tests/test_distributed.py: ``mpiexec -n 2 python this.py SCENARIO OUTDIR``.
 
 ``checks`` runs every collective once (on the device WB_TEST_DEVICE, default
-cpu) and saves this rank's results to OUTDIR/rank<r>.npz; ``nccl-alone`` does
-the same through NCCL in one process on one GPU (no mpiexec); ``hang``,
+cpu) and saves this rank's results to OUTDIR/rank<r>.npz; ``mpi-alone`` and
+``nccl-alone`` do the same through MPI or NCCL in one process (no mpiexec);
+``slow`` makes rank 1 late for a barrier with a longer timeout; ``hang``,
 ``raise`` and ``kill`` make rank 1 fail in one way each, to see every rank
 end. The helpers are also imported by the tests, which compute the expected
 results in one process.
@@ -111,10 +112,13 @@ def checks(comm: distributed.Communicator, outdir: str) -> None:
 def main() -> None:
     scenario, outdir = sys.argv[1], sys.argv[2]
     device, timeout = os.environ.get("WB_TEST_DEVICE", "cpu"), float(os.environ.get("WB_TEST_TIMEOUT", "20"))
-    if scenario == "nccl-alone":  # every NCCL call once, in a group of one GPU (no mpiexec)
+    if scenario == "mpi-alone":  # the MPI backend in a group of one process (no mpiexec)
+        comm: distributed.Communicator = distributed.MPICommunicator(timeout=timeout)
+        scenario = "checks"
+    elif scenario == "nccl-alone":  # every NCCL call once, in a group of one GPU (no mpiexec)
         from whitebox.distributed.nccl import NCCLCommunicator
 
-        comm: distributed.Communicator = NCCLCommunicator(timeout=timeout)
+        comm = NCCLCommunicator(timeout=timeout)
         scenario = "checks"
     else:
         comm = distributed.init(device, timeout=timeout)
@@ -123,16 +127,21 @@ def main() -> None:
     with comm.guard():
         if scenario == "checks":
             checks(comm, outdir)
-        elif comm.rank == 1 and scenario == "hang":
-            time.sleep(120)
-        elif comm.rank == 1 and scenario == "raise":
-            raise ValueError("rank 1 broke on purpose")
-        elif comm.rank == 1 and scenario == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        model = make_mlp(0)
-        model(wb.Tensor(np.ones((1, 6), dtype=np.float32))).sum().backward()
-        comm.allreduce_gradients(model.parameters())
-        comm.barrier()
+        elif scenario == "slow":  # rank 1 is late by more than the timeout, but the barrier allows it
+            if comm.rank == 1:
+                time.sleep(4 * comm.timeout)
+            comm.barrier(timeout=20 * comm.timeout)
+            comm.timeout = 20.0  # a generous deadline again for close() on a loaded machine
+        else:  # hang, raise, kill: rank 1 fails before a step's all-reduce
+            if comm.rank == 1 and scenario == "hang":
+                time.sleep(120)
+            elif comm.rank == 1 and scenario == "raise":
+                raise ValueError("rank 1 broke on purpose")
+            elif comm.rank == 1 and scenario == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            model = make_mlp(0)
+            model(wb.Tensor(np.ones((1, 6), dtype=np.float32))).sum().backward()
+            comm.allreduce_gradients(model.parameters())
     comm.close()
 
 

@@ -220,6 +220,11 @@ def test_two_ranks_with_half_batches_follow_one_rank_with_the_full_batch(
     check_sgd(ranks, rtol=1e-5)
 
 
+def test_a_barrier_can_wait_longer_than_the_timeout(tmp_path: Path) -> None:
+    done, _ = _launch("slow", tmp_path, timeout=0.4)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(
     ("scenario", "expected"),
     [
@@ -255,14 +260,16 @@ def test_nccl_collectives_on_two_gpus(tmp_path: Path) -> None:
     check_sgd(ranks, rtol=1e-4)  # GPU and CPU kernels round differently
 
 
-@pytest.mark.cuda
-def test_nccl_backend_alone_on_one_gpu(tmp_path: Path) -> None:
-    """Every NCCL call of the backend, in a group of one (no second GPU needed)."""
+@pytest.mark.parametrize("backend_name", ["mpi", pytest.param("nccl", marks=pytest.mark.cuda)])
+def test_a_backend_alone_in_a_group_of_one(backend_name: str, tmp_path: Path) -> None:
+    """Every call of a backend, in a group of one process (for NCCL: one GPU is enough)."""
     _mpiexec()
-    if not backend.cuda_available():
+    if backend_name == "nccl" and not backend.cuda_available():
         pytest.skip("cuda: CuPy or a GPU is not available")
     env = os.environ | {"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(WORKER), "nccl-alone", str(tmp_path)]
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS"):
+        env.pop(var, None)
+    cmd = [sys.executable, str(WORKER), f"{backend_name}-alone", str(tmp_path)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     result = dict(np.load(tmp_path / "rank0.npz"))

@@ -162,9 +162,21 @@ class Communicator:
         """The float64 elementwise sum over ranks of host numbers (loss sums, correct counts)."""
         return self._host_allreduce_sum(np.asarray(values, dtype=np.float64), "all-reduce of metrics")
 
-    def barrier(self) -> None:
-        """Return once every rank has called it (under the timeout)."""
-        self._host_allreduce_sum(np.zeros(1, dtype=np.int32), "barrier")
+    def barrier(self, timeout: float | None = None) -> None:
+        """Return once every rank has called it, within ``timeout`` seconds (default: the communicator's).
+
+        A longer timeout suits a barrier that waits for slow work on one rank,
+        such as rank 0 downloading a data set the others then read.
+        """
+        saved = self.timeout
+        if timeout is not None:
+            if timeout <= 0:
+                raise ValueError(f"barrier: timeout must be > 0 seconds, got {timeout}")
+            self.timeout = float(timeout)
+        try:
+            self._host_allreduce_sum(np.zeros(1, dtype=np.int32), "barrier")
+        finally:
+            self.timeout = saved
 
     # ---- failure -------------------------------------------------------------------
     def abort(self, message: str, code: int = 1) -> NoReturn:
