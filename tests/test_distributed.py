@@ -121,9 +121,8 @@ def test_local_communicator_is_the_identity(monkeypatch: pytest.MonkeyPatch) -> 
     np.testing.assert_array_equal(p.grad, [0, 1, 2])
     np.testing.assert_array_equal(comm.allreduce_sum([1.5, 2]), [1.5, 2])
     assert comm.local_batch_size(8) == 8
-    with pytest.raises(SystemExit):
-        with comm.guard():
-            raise RuntimeError("fails on its own")
+    with pytest.raises(RuntimeError, match="fails on its own"), comm.guard():
+        raise RuntimeError("fails on its own")
 
 
 def test_launched_without_mpi4py_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

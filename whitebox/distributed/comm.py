@@ -50,22 +50,20 @@ class RankFailureError(RuntimeError):
         self.ranks = tuple(ranks)
 
 
-def model_tensors(model: Module | Iterable[Tensor]) -> list[Tensor]:
-    """A module's parameters then buffers (each once), or the given tensors, in a fixed order."""
+def model_arrays(model: Module | Iterable[Tensor]) -> list[Any]:
+    """The arrays of a module's parameters and buffers (``state_dict`` order, each once), or of the tensors.
+
+    These are the tensors' own arrays, not copies: writing into them updates the model.
+    """
     if isinstance(model, Module):
-        tensors = [t for _, t in model._named_tensors("_parameters")]
-        tensors += [t for _, t in model._named_tensors("_buffers")]
+        arrays = list(model.state_dict().values())
     else:
-        tensors = list(model)
-    seen: set[int] = set()
-    out = []
-    for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"expected Tensors, got a {type(t).__name__} at position {i}")
-        if id(t) not in seen:
-            seen.add(id(t))
-            out.append(t)
-    return out
+        arrays = []
+        for i, t in enumerate(model):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"expected a Module or Tensors, got a {type(t).__name__} at position {i}")
+            arrays.append(t.data)
+    return list({id(a): a for a in arrays}.values())
 
 
 class Communicator:
@@ -146,17 +144,16 @@ class Communicator:
         """Copy rank ``root``'s parameters and buffers (a Module's, or the given tensors) to every rank."""
         if not 0 <= root < self.world_size:
             raise ValueError(f"root must be in [0, {self.world_size}), got {root}")
-        tensors = model_tensors(model)
-        for t in tensors:
-            self._check_array(t.data, "parameter")
-        arrays = [t.data for t in tensors]
+        arrays = model_arrays(model)
+        for a in arrays:
+            self._check_array(a, "parameter")
         plan = plan_buckets(arrays, self.bucket_bytes)
         buffers = [flatten([arrays[i] for i in bucket]) for bucket in plan]
         self._broadcast_(buffers, root, f"broadcast of {len(buffers)} parameter bucket(s)")
         if self.rank != root:
             for bucket, flat in zip(plan, buffers, strict=True):
                 for i, a in zip(bucket, unflatten(flat, [arrays[i].shape for i in bucket]), strict=True):
-                    tensors[i].data[...] = a
+                    arrays[i][...] = a
 
     def allreduce_sum(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
         """The float64 elementwise sum over ranks of host numbers (loss sums, correct counts)."""
@@ -180,7 +177,7 @@ class Communicator:
 
     # ---- failure -------------------------------------------------------------------
     def abort(self, message: str, code: int = 1) -> NoReturn:
-        """Print ``message`` and end this process (subclasses end every rank)."""
+        """Print ``message`` and end this process (``MPICommunicator`` ends every rank)."""
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(code)
 
@@ -190,14 +187,17 @@ class Communicator:
 
         Without it, a rank that fails leaves the others blocked in their next
         collective until the timeout, and a process stuck in MPI's shutdown.
+        In a group of one it changes nothing.
         """
         try:
             yield self
         except SystemExit as exc:
-            if exc.code not in (0, None):
+            if exc.code not in (0, None) and self.world_size > 1:
                 self.abort(f"rank {self.rank} of {self.world_size} exited with status {exc.code}")
             raise
         except BaseException as exc:
+            if self.world_size == 1:  # nobody else to end: the exception goes on as usual
+                raise
             traceback.print_exc()
             self.abort(f"rank {self.rank} of {self.world_size} failed: {type(exc).__name__}: {exc}")
 

@@ -90,7 +90,7 @@ class MPICommunicator(Communicator):
         missing = [r for r in range(self.world_size) if self._seen[r] < self._seq]
         if missing:
             who = ", ".join(map(str, missing))
-            blame = f"rank(s) {who} never reached it (dead or hung)"
+            blame = f"rank(s) {who} never reached it (dead, hung, or slower than the timeout)"
         else:
             blame = "every rank reached it, so the transport failed"
         message = f"rank {self.rank}: {what} (collective #{self._seq}) {reason}; {blame}"
