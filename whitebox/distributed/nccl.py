@@ -5,8 +5,9 @@ arrival notices that name a missing rank, metric sums, the presence flags);
 NCCL moves the gradient buckets directly between GPUs (NVLink, PCIe, or
 InfiniBand and sockets across nodes). Setup follows NCCL's recipe: rank 0
 draws a unique id (``get_unique_id``), MPI broadcasts it, and every rank
-joins ``NcclCommunicator(world_size, id, rank)`` on its own GPU, the
-``local rank``-th of its node.
+joins ``NcclCommunicator(world_size, id, rank)`` on its own GPU: the
+``local rank``-th of its node, or the only one it sees when the launcher gives
+each rank its own (``CUDA_VISIBLE_DEVICES``).
 
 NCCL calls are asynchronous: they are queued on the current CUDA stream, so
 they run after the backward pass that produced the gradients. The deadline is
@@ -55,13 +56,23 @@ class NCCLCommunicator(MPICommunicator):
         local_rank = node.Get_rank()
         node.Free()
         n_gpus = cp.cuda.runtime.getDeviceCount()
-        if local_rank >= n_gpus:
+        # One GPU visible: the launcher gave each rank its own (CUDA_VISIBLE_DEVICES); else the local_rank-th.
+        self.gpu = 0 if n_gpus == 1 else local_rank
+        if self.gpu >= n_gpus:
             raise RuntimeError(
                 f"rank {self.rank} is process {local_rank} on its node, which has only {n_gpus} GPU(s): "
                 "start at most one process per GPU"
             )
-        self.gpu = local_rank
         cp.cuda.Device(self.gpu).use()
+        # NCCL needs a different GPU for each rank: find out now, with every rank named.
+        bus_id = cp.cuda.runtime.deviceGetPCIBusId(self.gpu)
+        where = self._comm.allgather(f"{self._MPI.Get_processor_name()} GPU {bus_id}")
+        shared = [r for r, w in enumerate(where) if where.count(w) > 1]
+        if shared:
+            raise RuntimeError(
+                f"ranks {shared} share a GPU ({', '.join(sorted({where[r] for r in shared}))}); "
+                "NCCL needs one GPU per rank: start at most one process per GPU"
+            )
         unique_id = nccl.get_unique_id() if self.is_root else None
         unique_id = self._comm.bcast(unique_id, root=0)
         self._nccl = nccl.NcclCommunicator(self.world_size, unique_id, self.rank)
