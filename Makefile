@@ -1,7 +1,7 @@
 # whitebox: every install step lives here, so a fresh clone needs only python3 (>= 3.10) and make.
 #
 #   make demo        venv + `pip install -e .`, then `python -m whitebox demo`
-#   make test        venv + `pip install -e '.[dev,torch]'`, then the whole test suite (pytest-xdist)
+#   make test        venv + `pip install -e '.[dev,torch,distributed]'`, then the whole test suite (pytest-xdist)
 #   make lint        ruff check + ruff format --check
 #   make bench       benchmarks/train_step.py
 #   make notebooks   re-execute tutorials/*.ipynb in place, at full size (outputs and figures/ updated)
@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(PY)
-	$(PIP) install -e '.[dev,torch]'
+	$(PIP) install -e '.[dev,torch,distributed]'
 	touch $@ $(STAMP)
 
 demo: $(STAMP)
