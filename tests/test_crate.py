@@ -11,7 +11,7 @@ import pytest
 import whitebox as wb
 from whitebox import rate
 from whitebox.crate import CRATE, ISTA, MSSA, PRESETS, CRATEBlock, Patchify, create
-from whitebox.crate.inspect import CRATE_KEYS, intermediates, record
+from whitebox.crate.probe import CRATE_KEYS, intermediates, record
 from whitebox.gradcheck import gradcheck
 from whitebox.tensor import Tensor
 

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from whitebox.crate import ViT, create
-from whitebox.crate.inspect import VIT_KEYS, record
-from whitebox.crate.vit import Attention, FeedForward
+from whitebox.crate import Attention, FeedForward, ViT, create
+from whitebox.crate.probe import TRANSFORMER_KEYS, record
 from whitebox.gradcheck import gradcheck
 from whitebox.ops.attention import attention
 from whitebox.tensor import Tensor
@@ -98,7 +97,7 @@ def test_record_vit() -> None:
     img = _x(2, 1, 4, 4, seed=5)
     with record(m) as rec:
         m(img)
-    assert set(rec) == set(VIT_KEYS) and all(len(v) == 2 for v in rec.values())
+    assert set(rec) == set(TRANSFORMER_KEYS) and all(len(v) == 2 for v in rec.values())
     assert rec["mlp_hidden"][0].shape == (2, 5, 16) and rec["attention"][0].shape == (2, 2, 5, 5)
     block = m.transformer.layers[1]
     expected = rec["attn_out"][1] + block.mlp(Tensor(rec["mlp_in"][1])).data
