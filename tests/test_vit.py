@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from whitebox.crate import Attention, FeedForward, ViT, create
+from whitebox.crate import MSSA, Attention, FeedForward, ViT, create
 from whitebox.crate.probe import TRANSFORMER_KEYS, record
 from whitebox.gradcheck import gradcheck
 from whitebox.ops.attention import attention
@@ -53,6 +53,24 @@ def test_attention_matches_numpy(causal: bool) -> None:
     heads = _attention_numpy(x.data, m.to_qkv.weight.data, 2, mask)
     Wo, bo = m.to_out[0].weight.data, m.to_out[0].bias.data
     np.testing.assert_allclose(m(x, mask=mask).data, heads @ Wo.T + bo, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_with_q_k_v_tied_is_mssa(causal: bool) -> None:
+    """The two attention rules share one frame: W_q = W_k = W_v = U and the same output layer
+    make the standard layer compute MSSA exactly."""
+    mssa = MSSA(6, heads=2).to(dtype=F64)
+    attn = Attention(6, heads=2).to(dtype=F64)
+    attn.to_qkv.weight.data = np.concatenate([mssa.qkv.weight.data] * 3)
+    attn.to_out[0].weight.data, attn.to_out[0].bias.data = (
+        mssa.to_out[0].weight.data,
+        mssa.to_out[0].bias.data,
+    )
+    x = _x(2, 5, 6, seed=3)
+    mask = np.tril(np.ones((5, 5), bool)) if causal else None
+    np.testing.assert_allclose(attn(x, mask=mask).data, mssa(x, mask=mask).data, rtol=1e-12, atol=1e-12)
+    assert set(mssa.state_dict()) == {"qkv.weight", "to_out.0.weight", "to_out.0.bias"}
+    assert set(attn.state_dict()) == {"to_qkv.weight", "to_out.0.weight", "to_out.0.bias"}
 
 
 @pytest.mark.parametrize("causal", [False, True])
