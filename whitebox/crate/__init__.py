@@ -7,28 +7,20 @@ standard one); ``classifier`` and ``token_model`` (the image and language skelet
 (forward hooks that record each layer's intermediates).
 """
 
-from whitebox.crate.attention import Attention, MultiHeadAttention
-from whitebox.crate.block import PreNorm, PreNormBlock, Transformer
+from whitebox.crate.attention import Attention
+from whitebox.crate.block import PreNorm, Transformer
 from whitebox.crate.classifier import PatchClassifier, Patchify
 from whitebox.crate.crate_block import CRATEBlock, CRATETransformer
 from whitebox.crate.ista import ISTA, ista
-from whitebox.crate.language import (
-    BERT,
-    GPT,
-    CausalCRATE,
-    CRATELanguageModel,
-    MaskedCRATE,
-    TransformerLanguageModel,
-)
+from whitebox.crate.language import BERT, GPT, CausalCRATE, MaskedCRATE
 from whitebox.crate.mssa import MSSA
-from whitebox.crate.presets import ARCHITECTURES, PRESETS, create
+from whitebox.crate.presets import PRESETS, create
 from whitebox.crate.probe import intermediates, record
 from whitebox.crate.token_model import TokenModel, causal_mask, fill_mask
-from whitebox.crate.transformer_block import FeedForward, TransformerBlock, standard_transformer
+from whitebox.crate.transformer_block import FeedForward, TransformerBlock
 from whitebox.crate.vision import CRATE, ViT
 
 __all__ = [
-    "ARCHITECTURES",
     "BERT",
     "CRATE",
     "GPT",
@@ -37,20 +29,16 @@ __all__ = [
     "PRESETS",
     "Attention",
     "CRATEBlock",
-    "CRATELanguageModel",
     "CRATETransformer",
     "CausalCRATE",
     "FeedForward",
     "MaskedCRATE",
-    "MultiHeadAttention",
     "PatchClassifier",
     "Patchify",
     "PreNorm",
-    "PreNormBlock",
     "TokenModel",
     "Transformer",
     "TransformerBlock",
-    "TransformerLanguageModel",
     "ViT",
     "causal_mask",
     "create",
@@ -58,5 +46,4 @@ __all__ = [
     "intermediates",
     "ista",
     "record",
-    "standard_transformer",
 ]
