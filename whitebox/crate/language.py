@@ -14,8 +14,6 @@ the parameters of a CRATE of width dim (the text presets of ``whitebox.crate.pre
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from whitebox.crate.crate_block import CRATETransformer
 from whitebox.crate.token_model import TokenModel
 from whitebox.crate.transformer_block import standard_transformer
@@ -23,9 +21,9 @@ from whitebox.crate.transformer_block import standard_transformer
 
 class CRATELanguageModel(TokenModel):
     """``depth`` CRATE blocks (CRATE.md sec. 4) in a TokenModel whose mask rule is the
-    subclass's ``causal``."""
+    subclass's ``causal``: build CausalCRATE or MaskedCRATE, not this class."""
 
-    causal: ClassVar[bool]
+    causal: bool  # set by each model of the family: the mask rule
 
     def __init__(  # noqa: PLR0917
         self,
@@ -44,9 +42,10 @@ class CRATELanguageModel(TokenModel):
 
 
 class TransformerLanguageModel(TokenModel):
-    """``depth`` standard pre-norm blocks in a TokenModel whose mask rule is the subclass's ``causal``."""
+    """``depth`` standard pre-norm blocks in a TokenModel whose mask rule is the subclass's
+    ``causal``: build GPT or BERT, not this class."""
 
-    causal: ClassVar[bool]
+    causal: bool  # set by each model of the family: the mask rule
 
     def __init__(  # noqa: PLR0917
         self,
