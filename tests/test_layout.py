@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "torch_reference": 3,  # the official PyTorch code, for cross-checks; imports no whitebox module
     "crate": 4,
     "interop": 5,
+    "distributed": 5,  # data-parallel gradients and sampling (on main since issue 18)
     "tokenizers": 6,
     "data": 6,
     "train": 7,

@@ -2,7 +2,7 @@
 
 images (B, C, H, W) -> patches (B, n, p1 p2 C) -> LayerNorm -> Linear -> LayerNorm (B, n, dim)
 -> [cls; tokens] + pos_embedding -> a stack of layers -> LayerNorm -> Linear on the cls token.
-Parameter names and layouts are those of the official checkpoints (CRATE.md sec. 4); the
+Parameter names and layouts are those of the official checkpoints (docs/math.md §4.5); the
 stack is a parameter (``whitebox.crate.vision`` builds CRATE's and ViT's).
 """
 

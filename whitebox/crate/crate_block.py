@@ -1,6 +1,6 @@
 """One CRATE layer: compression (MSSA) then sparsification (ISTA), each after a LayerNorm.
 
-CRATE.md sec. 4: x = x + MSSA(LN1(x)); x = ISTA(LN2(x)), residual only around MSSA.
+docs/math.md §4.3, eq. (3.11): x = x + MSSA(LN1(x)); x = ISTA(LN2(x)), residual only around MSSA.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from whitebox.crate.mssa import MSSA
 
 
 class CRATEBlock(PreNormBlock):
-    """One CRATE layer (CRATE.md sec. 4; tutorials 03 eq. (8) and 04 eq. (3)):
+    """One CRATE layer (docs/math.md §4.3; tutorials 03 eq. (8) and 04 eq. (3)):
 
         Z^{l+1/2} = Z^l + MSSA(LN(Z^l))          compression, approximates whitebox.rate.compression_step_mssa
         Z^{l+1}   = ISTA(LN(Z^{l+1/2}))           sparsification, whitebox.rate.ista_step (no residual)

@@ -20,7 +20,7 @@ from whitebox.crate.transformer_block import standard_transformer
 
 
 class CRATELanguageModel(TokenModel):
-    """``depth`` CRATE blocks (CRATE.md sec. 4) in a TokenModel whose mask rule is the
+    """``depth`` CRATE blocks (docs/math.md §4.3) in a TokenModel whose mask rule is the
     subclass's ``causal``: build CausalCRATE or MaskedCRATE, not this class."""
 
     causal: bool  # set by each model of the family: the mask rule
@@ -63,7 +63,7 @@ class TransformerLanguageModel(TokenModel):
 
 
 class CausalCRATE(CRATELanguageModel):
-    """CRATE-GPT: causal CRATE blocks (CRATE.md sec. 4, last line); next-token logits."""
+    """CRATE-GPT: causal CRATE blocks (docs/math.md §4.6); next-token logits."""
 
     causal = True
 

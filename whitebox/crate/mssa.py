@@ -1,6 +1,6 @@
 """Multi-head subspace self-attention (MSSA): CRATE's compression step.
 
-CRATE.md sec. 3 and tutorial 03, eqs. (6)-(8). Gradient descent on the coding
+docs/math.md §3.3 and tutorial 03, eqs. (6)-(8). Gradient descent on the coding
 rate of the tokens against K subspaces, with the Neumann and softmax
 approximations, gives per head the subspace self-attention (column form)
 
@@ -25,7 +25,7 @@ class MSSA(MultiHeadAttention):
 
         w_k = x U_k,   A_k = softmax(w_k w_k^T / sqrt(p)),   MSSA(x) = [A_1 w_1, ..., A_K w_K] W_o^T + b_o
 
-    (tutorial 03, eq. (7); CRATE.md sec. 3). It approximates ``whitebox.rate.mssa``:
+    (tutorial 03, eq. (7); docs/math.md eq. (4.1)). It approximates ``whitebox.rate.mssa``:
     head k equals p^{1/4} ``whitebox.rate.ssa``(x, U_k / p^{1/4}), and ``to_out``
     (W_o, b_o) stands in for alpha [U_1, ..., U_K]. Unlike the official code, ``to_out``
     is kept even when heads == 1 and p == dim.

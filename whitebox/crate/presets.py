@@ -53,7 +53,7 @@ def _text(arch: str, size: str) -> dict[str, Any]:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The official ImageNet models (CRATE.md sec. 4): 6.1M, 13.1M, 22.8M, 77.6M parameters.
+    # The official ImageNet models (docs/math.md §4.5): 6.1M, 13.1M, 22.8M, 77.6M parameters.
     "crate_tiny": _cfg("crate", **_IMAGENET, dim=384, depth=12, heads=6),
     "crate_small": _cfg("crate", **_IMAGENET, dim=576, depth=12, heads=12),
     "crate_base": _cfg("crate", **_IMAGENET, dim=768, depth=12, heads=12),

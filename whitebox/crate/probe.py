@@ -5,7 +5,7 @@ layer l (CRATEBlock or TransformerBlock, in the order ``model.modules()`` lists 
 NumPy copies of the layer's intermediate tokens to a dict of lists, one list per key,
 indexed by layer. Shapes are (B, N, dim) for tokens, (B, heads, N, N) for attention.
 
-CRATE layer l (CRATE.md sec. 3-4; Z^l the tokens entering the layer):
+CRATE layer l (docs/math.md §4.3 and §5; Z^l the tokens entering the layer):
     "mssa_in"    LN1(Z^l), the tokens MSSA compresses (measure R^c here)
     "mssa_out"   Z^{l+1/2} = Z^l + MSSA(LN1(Z^l)), after the residual
     "ista_in"    LN2(Z^{l+1/2}), the tokens ISTA sparsifies

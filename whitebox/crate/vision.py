@@ -1,7 +1,7 @@
 """The two image classifiers: CRATE and its black-box twin ViT, one skeleton with two stacks.
 
 Both are ``PatchClassifier`` (patch embedding, cls token, positional embedding, head on the
-cls token). CRATE's layers are x = x + MSSA(LN(x)); x = ISTA(LN(x)) (CRATE.md sec. 4), ViT's
+cls token). CRATE's layers are x = x + MSSA(LN(x)); x = ISTA(LN(x)) (docs/math.md §4.3), ViT's
 x = x + Attention(LN(x)); x = x + MLP(LN(x)) with separate query, key and value and a GELU MLP.
 """
 
@@ -13,7 +13,7 @@ from whitebox.crate.transformer_block import standard_transformer
 
 
 class CRATE(PatchClassifier):
-    """The CRATE classifier (CRATE.md sec. 4): ``transformer.layers.{i}`` are CRATE layers,
+    """The CRATE classifier (docs/math.md §4.4, eq. (4.3)): ``transformer.layers.{i}`` are CRATE layers,
     each x = x + MSSA(LN(x)); x = ISTA(LN(x)). ``dim_head`` defaults to dim // heads
     (the official presets); ``eta``, ``lam`` are the ISTA step size and sparsity weight."""
 
