@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 import solutions
+
 import whitebox
 from whitebox import optim, rate
 from whitebox.gradcheck import gradcheck
 from whitebox.tensor import Tensor, sum_to_shape
 
 
-class Wrong(AssertionError):
+class WrongAnswerError(AssertionError):
     """An answer that disagrees with the library; the message says where."""
 
 
@@ -39,10 +39,10 @@ def _close(got: Any, want: Any, what: str, rtol: float = 1e-7, atol: float = 1e-
     got = got.numpy() if isinstance(got, Tensor) else np.asarray(got, dtype=float)
     want = want.numpy() if isinstance(want, Tensor) else np.asarray(want, dtype=float)
     if got.shape != want.shape:
-        raise Wrong(f"{what}: shape {got.shape}, expected {want.shape}")
+        raise WrongAnswerError(f"{what}: shape {got.shape}, expected {want.shape}")
     if not np.allclose(got, want, rtol=rtol, atol=atol):
         err = np.abs(got - want).max()
-        raise Wrong(
+        raise WrongAnswerError(
             f"{what}: off by up to {err:.3g} (e.g. got {got.flat[0]:.6g}, expected {want.flat[0]:.6g})"
         )
 
@@ -68,12 +68,12 @@ def _check_exp(exp_op: Callable[[Tensor], Tensor]) -> None:
     x = _rng().standard_normal((3, 4))
     y = exp_op(Tensor(x, requires_grad=True))
     if not isinstance(y, Tensor):
-        raise Wrong(f"return a Tensor (made with make), not a {type(y).__name__}")
+        raise WrongAnswerError(f"return a Tensor (made with make), not a {type(y).__name__}")
     _close(y, np.exp(x), "value")
     try:
         gradcheck(exp_op, Tensor(x, requires_grad=True))
     except AssertionError as exc:
-        raise Wrong(
+        raise WrongAnswerError(
             "the VJP disagrees with finite differences: " + str(exc).strip().splitlines()[0]
         ) from None
 
@@ -102,7 +102,7 @@ def _check_two_layer(cls: type) -> None:
     shapes = {name: p.shape for name, p in model.named_parameters()}
     want = {"hidden.weight": (7, 5), "hidden.bias": (7,), "out.weight": (3, 7), "out.bias": (3,)}
     if shapes != want:
-        raise Wrong(f"named_parameters() gives {shapes}, expected {want}")
+        raise WrongAnswerError(f"named_parameters() gives {shapes}, expected {want}")
     x = _rng(3).standard_normal((4, 5)).astype(np.float32)
     h, o = model.hidden, model.out
     hidden = np.maximum(x @ h.weight.numpy().T + h.bias.numpy(), 0)
@@ -110,7 +110,7 @@ def _check_two_layer(cls: type) -> None:
     model(Tensor(x)).sum().backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     if missing:
-        raise Wrong(f"no gradient reaches {missing}")
+        raise WrongAnswerError(f"no gradient reaches {missing}")
 
 
 def _check_sgd_momentum(step: Callable[..., tuple[np.ndarray, np.ndarray]]) -> None:
@@ -131,12 +131,12 @@ def _check_clip(clip: Callable[..., tuple[list[np.ndarray], float]]) -> None:
     for max_norm in [0.5, 100.0]:
         grads = [rng.standard_normal((3, 2)), rng.standard_normal(4)]
         params = [Tensor(np.zeros_like(g), requires_grad=True) for g in grads]
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             p.grad = g.copy()
         norm = optim.clip_grad_norm_(params, max_norm)
         clipped, got_norm = clip([g.copy() for g in grads], max_norm)
         _close(got_norm, norm, f"total norm (max_norm {max_norm})")
-        for i, (c, p) in enumerate(zip(clipped, params)):
+        for i, (c, p) in enumerate(zip(clipped, params, strict=True)):
             _close(c, p.grad, f"clipped gradient {i} (max_norm {max_norm})", rtol=1e-6)
 
 
@@ -226,9 +226,9 @@ def _check_lam_all_zero(fn: Callable[[np.ndarray, np.ndarray, float], float]) ->
     Zhalf, D = _lasso_problem(16)
     lam = float(fn(Zhalf, D, 0.1))
     if rate.l0_fraction(rate.ista_step(Zhalf, D, 0.1, lam)) != 0:
-        raise Wrong(f"at lam = {lam:.6g} one step still leaves nonzero entries")
+        raise WrongAnswerError(f"at lam = {lam:.6g} one step still leaves nonzero entries")
     if rate.l0_fraction(rate.ista_step(Zhalf, D, 0.1, 0.999 * lam)) == 0:
-        raise Wrong(f"lam = {lam:.6g} is not the smallest: 0.999 lam already zeroes everything")
+        raise WrongAnswerError(f"lam = {lam:.6g} is not the smallest: 0.999 lam already zeroes everything")
 
 
 def _check_kkt(fn: Callable[..., float]) -> None:
@@ -261,7 +261,7 @@ EXERCISES: dict[str, Exercise] = {
 
 
 def check(key: str, answer: Any) -> bool | None:
-    """Check ``answer`` to exercise ``key``; print and return True (right), False (wrong) or None (not tried)."""
+    """Check ``answer`` to exercise ``key``: print and return True, False (wrong) or None (not tried)."""
     if key not in EXERCISES:
         raise KeyError(f"no exercise {key!r}; there are {', '.join(EXERCISES)}")
     exercise = EXERCISES[key]
@@ -270,7 +270,7 @@ def check(key: str, answer: Any) -> bool | None:
     except NotImplementedError:
         print(f"{key}: not attempted yet. A reference answer: exercises.solution({key!r}).")
         return None
-    except Wrong as exc:
+    except WrongAnswerError as exc:
         print(f"{key}: not right yet. {exc}")
         return False
     except Exception as exc:  # the answer itself failed: report it as wrong, with the error
@@ -287,4 +287,4 @@ def solution(key: str) -> str:
     return source
 
 
-__all__ = ["EXERCISES", "Exercise", "Wrong", "check", "solution"]
+__all__ = ["EXERCISES", "Exercise", "WrongAnswerError", "check", "solution"]
