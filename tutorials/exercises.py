@@ -268,7 +268,7 @@ def check(key: str, answer: Any) -> bool | None:
     try:
         exercise.checker(answer)
     except NotImplementedError:
-        print(f"{key}: not attempted yet. A reference answer: exercises.solution({key!r}).")
+        print(f"{key}: not attempted yet (solution({key!r}) prints a reference answer).")
         return None
     except WrongAnswerError as exc:
         print(f"{key}: not right yet. {exc}")
