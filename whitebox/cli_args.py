@@ -32,7 +32,11 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is a single line (no usage dump)."""
+    """argparse, but a usage error is a single line (no usage dump) and options are never
+    abbreviated (so the old ``--warmup``, in epochs, is an error, not ``--warmup-steps``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see --help)")

@@ -96,6 +96,16 @@ def language_config(
     return validate(config)
 
 
+def build_model(config: LMConfig, vocab_size: int) -> Module:
+    """The model ``config`` describes, for a vocabulary of ``vocab_size`` tokens."""
+    c = config
+    sizes = {"block_size": c.block_size, "dim": c.dim, "depth": c.depth, "heads": c.heads}
+    sizes.update(dim_head=c.dim_head, dropout=c.dropout)
+    if c.model == "crate":
+        sizes.update(eta=c.eta, lam=c.lam)
+    return MODELS[(c.task, c.model)](vocab_size, **sizes)
+
+
 class LanguageModelling(Task):
     """The "lm" and "mlm" tasks (module docstring)."""
 
@@ -139,13 +149,7 @@ class LanguageModelling(Task):
         return self.tokenizer.encode(self._texts[2])
 
     def build_model(self) -> Module:
-        c = self.config
-        cls = MODELS[(c.task, c.model)]
-        sizes = {"block_size": c.block_size, "dim": c.dim, "depth": c.depth, "heads": c.heads}
-        sizes.update(dim_head=c.dim_head, dropout=c.dropout)
-        if c.model == "crate":
-            sizes.update(eta=c.eta, lam=c.lam)
-        return cls(self.tokenizer.vocab_size, **sizes)
+        return build_model(self.config, self.tokenizer.vocab_size)
 
     def _corrupt(self, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         tok = self.tokenizer
