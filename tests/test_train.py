@@ -218,6 +218,9 @@ class ToyTask(Task):
     def evaluate(self, model: Module, limit: int | None = None) -> dict[str, float]:
         return {"acc": float((model(Tensor(X)).data.argmax(-1) == Y).mean())}
 
+    def heldout_inputs(self, n: int) -> Tensor:
+        return Tensor(X[:n])
+
 
 def test_a_new_task_is_a_config_and_a_task_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(config_module, "_TASKS", dict(config_module._TASKS))

@@ -15,6 +15,7 @@ split after every epoch.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from whitebox.data.augment import Augment, Compose
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 from whitebox.train.config import ConfigError, ImageConfig, validate
-from whitebox.train.task import Task
+from whitebox.train.task import Task, open_run
 
 MODELS = {"crate": CRATE, "vit": ViT}
 ARCH_NAMES = {"crate": "CRATE", "vit": "ViT"}
@@ -121,7 +122,7 @@ class ImageClassification(Task):
 
     config: ImageConfig
 
-    def __init__(self, config: ImageConfig, run_dir: Any) -> None:
+    def __init__(self, config: ImageConfig, run_dir: Path) -> None:
         super().__init__(config, run_dir)
         train = load_dataset(config.data, "train")
         self.loader = DataLoader(
@@ -182,3 +183,11 @@ class ImageClassification(Task):
             f"{self.run_dir}: {c.model} {c.preset} on {c.data}, {result['params']:,} parameters, "
             f"test accuracy {result['eval_acc']:.4f} after {c.epochs} epochs ({result['seconds']:.0f} s)"
         )
+
+
+def load_run(run_dir: Path) -> tuple[Module, ImageConfig]:
+    """(model with the last checkpoint's weights, in eval mode; config) of an image run."""
+    task, model = open_run(run_dir)
+    if not isinstance(task, ImageClassification):
+        raise ConfigError(f"{run_dir} is a {task.config.task} run, not an image run")
+    return model, task.config

@@ -20,6 +20,7 @@ seeds, builds the model and the optimizer (``build_optimizer``) and runs ``loop.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,41 +40,48 @@ TASKS = {
 }
 
 
-class Task:
+class Task(ABC):
     """One run of a task: ``config`` (its dataclass) trained into ``run_dir``."""
+
+    #: Batches in one epoch (set by the subclass, as a class or instance attribute).
+    steps_per_epoch: int
+    #: How many held-out inputs ``evaluate`` scores after each epoch (None: all).
+    eval_limit: int | None = None
 
     def __init__(self, config: TrainConfig, run_dir: Path) -> None:
         self.config, self.run_dir = config, Path(run_dir)
 
-    steps_per_epoch: int
-
-    def prepare(self, resume: bool) -> None:
+    def prepare(self, resume: bool) -> None:  # noqa: B027 (optional: most tasks need nothing here)
         """Before training: write what the run directory needs besides the loop's files."""
 
+    @abstractmethod
     def build_model(self) -> Module:
-        raise NotImplementedError
+        """A freshly initialized model of the run's config (the caller seeds the RNG)."""
 
+    @abstractmethod
     def batches(self, epoch: int) -> Iterable[Any]:
-        raise NotImplementedError
+        """The training batches of epoch ``epoch``: a function of (seed, epoch) only."""
 
+    @abstractmethod
     def loss(self, model: Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
-        raise NotImplementedError
+        """(scalar loss, metrics) of one batch: ``fit``'s ``loss_fn``."""
 
+    @abstractmethod
     def evaluate(self, model: Module, limit: int | None = None) -> dict[str, float]:
-        raise NotImplementedError
+        """Held-out scores of ``model`` (the first ``limit`` held-out inputs; None: all)."""
 
+    @abstractmethod
     def heldout_inputs(self, n: int) -> Any:
-        raise NotImplementedError
+        """``n`` held-out inputs of the model, for measurements."""
 
     def describe(self, n: int) -> str:
+        """A title for measurements of the run on ``n`` held-out inputs."""
         return f"{self.config.task} run {self.run_dir.name}, {n} held-out inputs"
 
     def summary(self, result: dict[str, Any]) -> str:
+        """The line printed when training is done (``result``: what ``train`` returns)."""
         scores = ", ".join(f"{k} {v:.4f}" for k, v in result["history"][-1].items() if k.startswith("eval_"))
         return f"{self.run_dir}: {result['params']:,} parameters; {scores}"
-
-    #: How many held-out inputs ``evaluate`` scores after each epoch (None: all).
-    eval_limit: int | None = None
 
 
 def task_class(name: str) -> type[Task]:
