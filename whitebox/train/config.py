@@ -145,6 +145,7 @@ def _check(name: str, value: Any, kind: Any, meta: dict[str, Any]) -> None:
     """Raise ConfigError unless ``value`` is of ``kind`` and within ``meta``'s range / choices."""
     if value is None and meta.get("optional"):
         return
+    # ``kind`` is the annotation as written ("int", "float", "int | None", "dict[str, Any]", ...)
     base = {"int": int, "float": float, "str": str, "bool": bool}.get(str(kind).split(" |")[0], dict)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
