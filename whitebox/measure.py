@@ -31,9 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from whitebox.crate.block import CRATEBlock
-from whitebox.crate.inspect import record
-from whitebox.crate.vit import ViTBlock
+from whitebox.crate import CRATEBlock, ViTBlock, record
 from whitebox.nn import Module
 from whitebox.rate import coding_rate
 from whitebox.tensor import Tensor, no_grad
