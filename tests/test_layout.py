@@ -29,13 +29,14 @@ LAYERS: dict[str, int] = {
     "crate": 4,
     "interop": 5,
     "distributed": 5,  # data-parallel gradients and sampling (on main since issue 18)
-    "tokenizers": 6,
     "data": 6,
     "train": 7,
     "measure": 7,
     "viz": 7,
-    "cli": 8,
-    "__main__": 9,
+    "report": 8,  # measurements and figures of a run, for the CLI and the benchmarks
+    "cli_args": 9,
+    "cli": 9,
+    "__main__": 10,
 }
 # The one loop the design has: a Tensor's operators call whitebox.ops, and the ops make Tensors.
 ALLOWED_LOOP = "tensor <-> ops"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whitebox.crate.causal import CausalCRATE
-from whitebox.crate.masked import MaskedCRATE
+from whitebox.crate import CausalCRATE, MaskedCRATE
 from whitebox.data.tokenizers import CharTokenizer
 from whitebox.train import ConfigError, LMConfig, load_checkpoint, read_config, read_metrics, train
 from whitebox.train import language as task

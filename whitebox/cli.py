@@ -198,6 +198,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
+    backend.tune_malloc()  # the one process-wide setting whitebox makes (its docstring says why)
     try:
         args = build_parser(COMMANDS).parse_args(argv)
         with threadpool_limits(limits=getattr(args, "blas_threads", None), user_api="blas"):

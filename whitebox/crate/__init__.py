@@ -14,13 +14,14 @@ from whitebox.crate.crate_block import CRATEBlock, CRATETransformer
 from whitebox.crate.ista import ISTA, ista
 from whitebox.crate.language import BERT, GPT, CausalCRATE, MaskedCRATE
 from whitebox.crate.mssa import MSSA
-from whitebox.crate.presets import PRESETS, create
+from whitebox.crate.presets import ARCHITECTURES, PRESETS, create
 from whitebox.crate.probe import intermediates, record
 from whitebox.crate.token_model import TokenModel, causal_mask, fill_mask
 from whitebox.crate.transformer_block import FeedForward, TransformerBlock
 from whitebox.crate.vision import CRATE, ViT
 
 __all__ = [
+    "ARCHITECTURES",
     "BERT",
     "CRATE",
     "GPT",

@@ -104,16 +104,13 @@ def augmentation(dataset: ImageDataset) -> Augment:
 
 def accuracy(model: Module, loader: DataLoader, label_smoothing: float = 0.0) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``, in eval mode."""
-    was_training = model.training
-    model.eval()
     correct, loss, n = 0, 0.0, 0
-    with no_grad():
+    with no_grad(), model.evaluating():
         for images, labels in loader:
             logits = model(images)
             loss += F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item() * len(labels)
             correct += int((logits.data.argmax(-1) == labels).sum())
             n += len(labels)
-    model.train(was_training)
     return {"acc": correct / n, "loss": loss / n}
 
 

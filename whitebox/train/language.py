@@ -33,8 +33,7 @@ import numpy as np
 
 import whitebox.functional as F
 from whitebox import backend
-from whitebox.crate.causal import GPT, CausalCRATE
-from whitebox.crate.masked import BERT, MaskedCRATE, fill_mask
+from whitebox.crate import ARCHITECTURES, PRESETS, fill_mask
 from whitebox.data.masking import IGNORE_INDEX, mask_tokens
 from whitebox.data.text import CORPORA, get_batch, load_corpus, split, windows
 from whitebox.data.tokenizers import MASK, Tokenizer, load_tokenizer, train_tokenizer
@@ -46,21 +45,15 @@ from whitebox.train.task import Task, open_run
 TOKENIZER = "tokenizer.json"
 EVAL_SEED = 1234
 
-# Per preset: context length, depth, and (dim, heads) of CRATE and of its twin. A CRATE block
-# has 3 dim^2 + O(dim) weights (qkv, to_out, D), a GPT/BERT block 12 dim^2 + O(dim) (qkv,
-# out, two MLP layers of width 4 dim), so the twin gets half the width for the same count;
-# both keep 32 (16 for tiny) features per head.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"block_size": 32, "depth": 2, "crate": (60, 4), "twin": (32, 2)},
-    "small": {"block_size": 64, "depth": 4, "crate": (128, 4), "twin": (64, 2)},
-    "base": {"block_size": 128, "depth": 6, "crate": (256, 8), "twin": (128, 4)},
-}
+# The architecture (a key of whitebox.crate.ARCHITECTURES) of each task and model; the sizes
+# come from the one preset table, whitebox.crate.PRESETS, as "<arch>_<preset>".
 MODELS = {
-    ("lm", "crate"): CausalCRATE,
-    ("lm", "gpt"): GPT,
-    ("mlm", "crate"): MaskedCRATE,
-    ("mlm", "bert"): BERT,
+    ("lm", "crate"): "causal_crate",
+    ("lm", "gpt"): "gpt",
+    ("mlm", "crate"): "masked_crate",
+    ("mlm", "bert"): "bert",
 }
+SIZES = ("tiny", "small", "base")
 #: The peak learning rate by optimizer, when none is given.
 DEFAULT_LR = {"adamw": 1e-3, "lion": 3e-4}
 
@@ -74,14 +67,13 @@ def language_config(
     if (task, model) not in MODELS:
         valid = ", ".join(f"--task {t} --model {m}" for t, m in MODELS)
         raise ConfigError(f"no model {model!r} for task {task!r}; valid: {valid}")
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    if preset not in SIZES:
+        raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(SIZES)}")
     settings = {k: v for k, v in settings.items() if v is not None}
     if settings.get("data", "pydoc") not in CORPORA:
         raise ConfigError(f"unknown corpus {settings['data']!r}; valid names: {', '.join(CORPORA)}")
-    sizes = PRESETS[preset]
-    dim, heads = sizes["crate" if model == "crate" else "twin"]
-    resolved = {"block_size": sizes["block_size"], "depth": sizes["depth"], "dim": dim, "heads": heads}
+    sizes = PRESETS[f"{MODELS[(task, model)]}_{preset}"]
+    resolved = {k: sizes[k] for k in ("block_size", "depth", "dim", "heads")}
     resolved["lr"] = DEFAULT_LR.get(settings.get("optimizer", "adamw"), 1e-3)
     resolved.update(settings)
     cls = config_class(task)
@@ -103,7 +95,7 @@ def build_model(config: LMConfig, vocab_size: int) -> Module:
     sizes.update(dim_head=c.dim_head, dropout=c.dropout)
     if c.model == "crate":
         sizes.update(eta=c.eta, lam=c.lam)
-    return MODELS[(c.task, c.model)](vocab_size, **sizes)
+    return ARCHITECTURES[MODELS[(c.task, c.model)]](vocab_size, **sizes)
 
 
 class LanguageModelling(Task):
@@ -182,16 +174,14 @@ class LanguageModelling(Task):
         x, y = x[:limit], y[:limit]
         if c.task == "mlm":
             x, y = self._corrupt(x, np.random.default_rng(EVAL_SEED))
-        was_training = model.training
-        model.eval()
         nll, correct = 0.0, 0
-        for start in range(0, len(x), 64):
-            logits = model(x[start : start + 64])
-            targets = y[start : start + 64]
-            nll += F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
-            pred = backend.to_numpy(logits.data).argmax(axis=-1)
-            correct += int((pred == targets).sum())
-        model.train(was_training)
+        with model.evaluating():
+            for start in range(0, len(x), 64):
+                logits = model(x[start : start + 64])
+                targets = y[start : start + 64]
+                nll += F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
+                pred = backend.to_numpy(logits.data).argmax(axis=-1)
+                correct += int((pred == targets).sum())
         n = max(int((y != IGNORE_INDEX).sum()), 1)
         out = {"loss": nll / n, "ppl": math.exp(min(nll / n, 50.0))}
         if c.task == "lm":

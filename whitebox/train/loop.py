@@ -242,10 +242,8 @@ def fit(
         record["seconds"] = seconds
         record["samples_per_s"] = train["samples"] / seconds
         if evaluate is not None:
-            model.eval()
-            with no_grad():
+            with no_grad(), model.evaluating():
                 record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
-            model.train()
         save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
         with (run_dir / METRICS).open("a") as f:
             f.write(json.dumps(record) + "\n")
