@@ -293,6 +293,8 @@ def _build_module() -> types.ModuleType:
     mod.get_array_module = get_array_module
     mod.linalg = types.SimpleNamespace(**{k.split(".")[1]: v for k, v in _LINALG.items()})
     mod.random = types.SimpleNamespace(default_rng=_Generator)
+    pool = types.SimpleNamespace(total_bytes=lambda: 0, used_bytes=lambda: 0)  # the benchmarks read it
+    mod.get_default_memory_pool = lambda: pool
     device = types.SimpleNamespace(synchronize=lambda: None)
     mod.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
