@@ -39,6 +39,7 @@ FUNCTIONS = (
     "diagonal", "einsum", "empty", "expand_dims", "eye", "full", "isfinite", "isnan", "matmul",
     "max", "ones", "ones_like", "split", "stack", "take", "tril", "triu", "where", "zeros",
     "zeros_like", "sum", "mean", "result_type", "array",
+    "shape", "ndim",  # np.shape / np.ndim on device ids and state dicts (CuPy has both)
 )  # fmt: skip
 UFUNCS = (
     "abs", "absolute", "add", "subtract", "multiply", "divide", "true_divide", "power", "negative",
