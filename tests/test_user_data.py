@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from whitebox.data.datasets import channel_stats, stratified_split
+from whitebox.data.tokenizers import BPETokenizer, CharTokenizer
 from whitebox.data.user_images import load_image_data
 from whitebox.data.user_text import (
     cache_path,
@@ -21,11 +22,6 @@ from whitebox.data.user_text import (
     encode_corpus,
     read_corpus,
 )
-
-try:  # the tokenizers move into whitebox.data (issue 9)
-    from whitebox.data.tokenizers import BPETokenizer, CharTokenizer
-except ImportError:
-    from whitebox.tokenizers import BPETokenizer, CharTokenizer
 
 
 def listing(root: Path) -> set[tuple[str, int]]:
@@ -201,7 +197,7 @@ def test_folder_mixed_modes_sizes_and_jpeg(tmp_path: Path) -> None:
     rgb = [rng.integers(0, 255, (12, 12, 3), dtype=np.uint8) for _ in range(3)]
     write_folder(tmp_path / "f", {"cat": gray, "dog": rgb})
     Image.fromarray(rgb[0]).save(tmp_path / "f" / "dog" / "photo.JPG", format="JPEG")
-    sizes = r"images of different sizes \(10x10 in img00\.png, 12x12 in dog/img00\.png\)"
+    sizes = r"images of different sizes \(10x10 in cat/img00\.png, 12x12 in dog/img00\.png\)"
     msg = raises_clean(tmp_path, sizes, load_image_data, tmp_path / "f")
     assert "--image-size" in msg
     data = load_image_data(tmp_path / "f", image_size=8, val_fraction=0.3)

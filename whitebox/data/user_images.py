@@ -309,8 +309,9 @@ def _folder_source(root: Path, image_size: int | None) -> tuple[dict[str, Any], 
             if image_size is None and len(sizes) > 1:
                 (a, fa), (b, fb) = list(sizes.items())[:2]
                 raise ValueError(
-                    f"{root}: images of different sizes ({a[0]}x{a[1]} in {fa.name}, {b[0]}x{b[1]} in "
-                    f"{fb.relative_to(root)}); give an image size (--image-size) to resize them all"
+                    f"{root}: images of different sizes ({a[0]}x{a[1]} in {fa.relative_to(root)}, "
+                    f"{b[0]}x{b[1]} in {fb.relative_to(root)}); give an image size (--image-size) to "
+                    "resize them all"
                 )
             images.append(image)
             labels.append(label)

@@ -52,6 +52,11 @@ class Corpus:
     path: Path
     files: tuple[Path, ...]
 
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready record of the source: path, SHA-256, characters and files."""
+        names = [p.name if p == self.path else p.relative_to(self.path).as_posix() for p in self.files]
+        return {"path": str(self.path), "sha256": self.sha256, "characters": len(self.text), "files": names}
+
 
 def decode_text(file: Path, data: bytes) -> str:
     """The text of ``data`` (the bytes of ``file``): refused if empty, binary or not UTF-8."""

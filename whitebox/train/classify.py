@@ -1,4 +1,4 @@
-"""Image classification: CRATE or ViT on a named dataset (``ImageConfig``, task "image").
+"""Image classification: CRATE or ViT on a named dataset or your own images (``ImageConfig``, task "image").
 
 ``image_config`` resolves a run: the preset (a key of ``whitebox.crate.PRESETS``), with the image
 size, channels and number of classes of the dataset and any ``overrides`` (dim, depth, heads,
@@ -10,11 +10,18 @@ the label-smoothed cross-entropy
 on the train split, with random crops (zero padding 2 for 28 px images, 4 for 32 px) and, where
 the dataset allows it (``flip_ok``), horizontal flips; held-out accuracy is measured on the test
 split after every epoch.
+
+Your own images (``data`` the path of an .npz file or an image folder) are read by
+``whitebox.data.user_images`` with the config's ``image_size`` and ``val_fraction`` and a fixed
+split seed; a run on them records the source's SHA-256, class names and normalization in
+``data.json`` (``whitebox.train.data_source``), and reading them again for a trained run checks
+that the bytes are the ones it was trained on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +32,11 @@ from whitebox import backend
 from whitebox.crate import CRATE, PRESETS, ViT
 from whitebox.data import DataLoader, ImageDataset, RandomCrop, RandomHorizontalFlip, load_dataset
 from whitebox.data.augment import Augment, Compose
+from whitebox.data.datasets import available_datasets
+from whitebox.data.user_images import ImageData, load_image_data
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
+from whitebox.train import data_source
 from whitebox.train.config import ConfigError, ImageConfig, validate
 from whitebox.train.task import Task, open_run
 
@@ -84,9 +94,19 @@ def image_config(
     unknown = sorted(set(settings) - fields)
     if unknown:
         raise ConfigError(f"image_config: unknown settings {', '.join(unknown)}")
+    data = data_source.resolve(data, available_datasets(), "dataset")
     config = validate(ImageConfig(model=model, preset=resolve_preset(model, preset), data=data, **settings))
     backend.check_device(config.device)
-    train = load_dataset(data, "train")
+    if data_source.is_builtin(data, available_datasets()):
+        given = sorted({"image_size", "val_fraction"} & set(settings))
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ConfigError(
+                f"{flags}: for your own images (--data PATH), not the built-in dataset {data!r}"
+            )
+        train = load_dataset(data, "train")
+    else:
+        train = read_own_images(config).train
     config.model_args = model_args(model, preset, train, **(overrides or {}))
     if "warmup_steps" not in settings:
         config.warmup_steps = -(-len(train) // config.batch_size)
@@ -114,6 +134,14 @@ def accuracy(model: Module, loader: DataLoader, label_smoothing: float = 0.0) ->
     return {"acc": correct / n, "loss": loss / n}
 
 
+def read_own_images(config: ImageConfig) -> ImageData:
+    """The images of ``config.data`` (a path) read with the config's settings; bad input: ConfigError."""
+    try:
+        return load_image_data(config.data, config.image_size, config.val_fraction, data_source.SPLIT_SEED)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 class ImageClassification(Task):
     """The "image" task: label-smoothed cross-entropy, held-out accuracy (module docstring)."""
 
@@ -121,7 +149,7 @@ class ImageClassification(Task):
 
     def __init__(self, config: ImageConfig, run_dir: Path) -> None:
         super().__init__(config, run_dir)
-        train = load_dataset(config.data, "train")
+        train = self.dataset("train")
         self.loader = DataLoader(
             train,
             config.batch_size,
@@ -132,6 +160,26 @@ class ImageClassification(Task):
         )
         self.steps_per_epoch = len(self.loader)
         self._test: DataLoader | None = None
+
+    @cached_property
+    def own_data(self) -> ImageData | None:
+        """Your own images (both splits), or None for a built-in dataset."""
+        if data_source.is_builtin(self.config.data, available_datasets()):
+            return None
+        data = read_own_images(self.config)
+        data_source.check_record(self.run_dir, self.config.data, data.sha256)
+        return data
+
+    def dataset(self, split: str) -> ImageDataset:
+        """The "train" or "test" split of the run's data."""
+        if self.own_data is None:
+            return load_dataset(self.config.data, split)
+        return self.own_data.train if split == "train" else self.own_data.test
+
+    def prepare(self, resume: bool) -> None:
+        """Record your own images' source, class names and statistics (``data.json``)."""
+        if self.own_data is not None and not (resume and data_source.read_record(self.run_dir)):
+            data_source.write_record(self.run_dir, self.own_data.spec())
 
     def build_model(self) -> Module:
         return MODELS[self.config.model](**self.config.model_args)
@@ -149,7 +197,7 @@ class ImageClassification(Task):
     def test_loader(self, batch_size: int = 500) -> DataLoader:
         """The test split, in order, normalized with the train statistics."""
         if self._test is None:
-            test = load_dataset(self.config.data, "test")
+            test = self.dataset("test")
             self._test = DataLoader(test, batch_size, shuffle=False, device=self.config.device)
         return self._test
 
@@ -160,7 +208,7 @@ class ImageClassification(Task):
     def heldout_images(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """``n`` test images spread evenly over the test split (every class appears even where the
         split is sorted by class, as mnist5k's is): (normalized Tensor, raw uint8 (n, C, H, W), labels)."""
-        test = load_dataset(self.config.data, "test")
+        test = self.dataset("test")
         idx = np.unique(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int))
         subset = dataclasses.replace(test, images=test.images[idx], labels=test.labels[idx])
         loader = DataLoader(subset, len(idx), shuffle=False, device=self.config.device)
