@@ -37,7 +37,8 @@ def resolve(data: str, names: Iterable[str], kind: str) -> str:
     path = Path(data).expanduser()
     if not path.exists():
         raise ConfigError(
-            f"unknown {kind} {data!r}: not one of {', '.join(names)}, and no file or folder of that name"
+            f"unknown {kind} {data!r}; valid names: {', '.join(names)}, or the path of your own data "
+            "(no file or folder of that name exists)"
         )
     return str(path.resolve())
 
