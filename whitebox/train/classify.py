@@ -21,7 +21,6 @@ that the bytes are the ones it was trained on.
 from __future__ import annotations
 
 import dataclasses
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from whitebox.crate import CRATE, PRESETS, ViT
 from whitebox.data import DataLoader, ImageDataset, RandomCrop, RandomHorizontalFlip, load_dataset
 from whitebox.data.augment import Augment, Compose
 from whitebox.data.datasets import available_datasets
-from whitebox.data.user_images import ImageData, load_image_data
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 from whitebox.train import data_source
@@ -106,7 +104,7 @@ def image_config(
             )
         train = load_dataset(data, "train")
     else:
-        train = read_own_images(config).train
+        train = data_source.read_own_images(config).train
     config.model_args = model_args(model, preset, train, **(overrides or {}))
     if "warmup_steps" not in settings:
         config.warmup_steps = -(-len(train) // config.batch_size)
@@ -134,15 +132,7 @@ def accuracy(model: Module, loader: DataLoader, label_smoothing: float = 0.0) ->
     return {"acc": correct / n, "loss": loss / n}
 
 
-def read_own_images(config: ImageConfig) -> ImageData:
-    """The images of ``config.data`` (a path) read with the config's settings; bad input: ConfigError."""
-    try:
-        return load_image_data(config.data, config.image_size, config.val_fraction, data_source.SPLIT_SEED)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-class ImageClassification(Task):
+class ImageClassification(data_source.ImageSource, Task):
     """The "image" task: label-smoothed cross-entropy, held-out accuracy (module docstring)."""
 
     config: ImageConfig
@@ -161,25 +151,9 @@ class ImageClassification(Task):
         self.steps_per_epoch = len(self.loader)
         self._test: DataLoader | None = None
 
-    @cached_property
-    def own_data(self) -> ImageData | None:
-        """Your own images (both splits), or None for a built-in dataset."""
-        if data_source.is_builtin(self.config.data, available_datasets()):
-            return None
-        data = read_own_images(self.config)
-        data_source.check_record(self.run_dir, self.config.data, data.sha256)
-        return data
-
-    def dataset(self, split: str) -> ImageDataset:
-        """The "train" or "test" split of the run's data."""
-        if self.own_data is None:
-            return load_dataset(self.config.data, split)
-        return self.own_data.train if split == "train" else self.own_data.test
-
     def prepare(self, resume: bool) -> None:
         """Record your own images' source, class names and statistics (``data.json``)."""
-        if self.own_data is not None and not (resume and data_source.read_record(self.run_dir)):
-            data_source.write_record(self.run_dir, self.own_data.spec())
+        self.record_images(resume)
 
     def build_model(self) -> Module:
         return MODELS[self.config.model](**self.config.model_args)

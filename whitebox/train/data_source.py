@@ -6,15 +6,19 @@ from any working directory. A run on your own data keeps ``data.json`` (``DATA_R
 its config: the SHA-256 of the source and what was read from it (class names and normalization
 statistics for images; the files for text). ``check_record`` refuses to read a trained run's
 data again if its bytes have changed since: the held-out split and the statistics would differ.
+``ImageSource`` gives an image task ``dataset(split)`` over either kind of data.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from whitebox.data.datasets import ImageDataset, available_datasets, load_dataset
+from whitebox.data.user_images import ImageData, load_image_data
 from whitebox.train.config import ConfigError
 from whitebox.train.loop import CHECKPOINT
 
@@ -64,3 +68,40 @@ def check_record(run_dir: Path, path: str, sha256: str) -> None:
         f"{path} has changed since {run_dir} was trained on it (SHA-256 {record['sha256'][:12]}... "
         f"then, {sha256[:12]}... now): its held-out split and statistics would not be the run's"
     )
+
+
+def read_own_images(config: Any) -> ImageData:
+    """The images at ``config.data`` (a path), read with ``config.image_size`` and
+    ``config.val_fraction`` and the fixed ``SPLIT_SEED``; a bad file is a ConfigError."""
+    try:
+        return load_image_data(config.data, config.image_size, config.val_fraction, SPLIT_SEED)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+class ImageSource:
+    """For an image task (with ``config.data``, ``image_size``, ``val_fraction`` and ``run_dir``):
+    the splits of a built-in dataset or of your own images, and their record."""
+
+    config: Any
+    run_dir: Path
+
+    @cached_property
+    def own_data(self) -> ImageData | None:
+        """Your own images (both splits), or None for a built-in dataset."""
+        if is_builtin(self.config.data, available_datasets()):
+            return None
+        data = read_own_images(self.config)
+        check_record(self.run_dir, self.config.data, data.sha256)
+        return data
+
+    def dataset(self, split: str) -> ImageDataset:
+        """The "train" or "test" split of the run's data."""
+        if self.own_data is None:
+            return load_dataset(self.config.data, split)
+        return self.own_data.train if split == "train" else self.own_data.test
+
+    def record_images(self, resume: bool) -> None:
+        """Write ``data.json`` for your own images (kept as it is when a run resumes)."""
+        if self.own_data is not None and not (resume and read_record(self.run_dir)):
+            write_record(self.run_dir, self.own_data.spec())
