@@ -191,6 +191,15 @@ def test_folder_gray_classes_sorted_and_pixels_exact(tmp_path: Path) -> None:
     assert load_image_data(tmp_path / "f", val_fraction=0.2).sha256 != data.sha256
 
 
+def test_folder_sixteen_bit_gray_is_scaled(tmp_path: Path) -> None:
+    wide = [np.full((4, 4), v, dtype=np.uint16) for v in (0, 257 * 100, 65535)]
+    write_folder(tmp_path / "f", {"a": wide, "b": wide})
+    assert Image.open(tmp_path / "f" / "a" / "img01.png").mode.startswith("I")
+    data = load_image_data(tmp_path / "f", val_fraction=0.34)
+    both = np.concatenate([data.train.images, data.test.images])
+    assert both.shape[1] == 1 and sorted(np.unique(both)) == [0, 100, 255]
+
+
 def test_folder_mixed_modes_sizes_and_jpeg(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     gray = [rng.integers(0, 255, (10, 10), dtype=np.uint8) for _ in range(3)]
@@ -202,6 +211,10 @@ def test_folder_mixed_modes_sizes_and_jpeg(tmp_path: Path) -> None:
     assert "--image-size" in msg
     data = load_image_data(tmp_path / "f", image_size=8, val_fraction=0.3)
     assert data.train.image_shape == (3, 8, 8) and len(data.train) + len(data.test) == 7
+    cats = data.train.images[data.train.labels == 0]  # grayscale, made RGB: R = G = B
+    assert len(cats) and (cats == cats[:, :1]).all()
+    dogs = data.train.images[data.train.labels == 1]
+    assert not (dogs == dogs[:, :1]).all()
     assert data.spec()["image_size"] == 8
 
 

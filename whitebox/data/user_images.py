@@ -10,7 +10,8 @@
   class 0..K-1 needs a training image (this catches labels counted from 1).
 * a folder ``ROOT/<class name>/<image files>`` (PNG and JPEG, read with Pillow): the class names,
   sorted, give the label ids 0..K-1. If every image is grayscale the images get C = 1, otherwise
-  all are converted to RGB (C = 3; an alpha channel is dropped).
+  all are converted to RGB (C = 3; an alpha channel is dropped); 16-bit grayscale is scaled to
+  8 bits (v / 257).
 
 ``image_size`` = S resizes every image to S x S (bilinear; masks nearest-neighbour); without it
 all images must have one size. Where the source has no test split, a fraction ``val_fraction`` of
@@ -43,6 +44,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NPZ_KEYS = ("images", "labels", "class_names", "masks", "test_images", "test_labels", "test_masks")
 #: Pillow modes read as one grayscale channel; every other mode is read as RGB.
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L")
 
 
 @dataclass
@@ -265,7 +267,7 @@ def _npz_source(path: Path) -> tuple[dict[str, Any], str]:
     return out, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _decode(file: Path, data: bytes) -> Any:
+def _decode(file: Path, data: bytes) -> Image.Image:
     """The Pillow image of ``data`` (the bytes of ``file``), fully decoded."""
     try:
         image = Image.open(io.BytesIO(data))
@@ -273,6 +275,19 @@ def _decode(file: Path, data: bytes) -> Any:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{file}: not a readable image ({exc})") from exc
     return image
+
+
+def _pixels(image: Image.Image, image_size: int | None) -> np.ndarray:
+    """uint8 (1, H, W) of a grayscale image or (3, H, W) of any other, resized to ``image_size``."""
+    gray = image.mode in GRAY_MODES
+    if image.mode in WIDE_GRAY_MODES:  # 16-bit grayscale (PNG): 0..65535 -> 0..255
+        wide = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8))
+    image = image.convert("L" if gray else "RGB")
+    if image_size is not None and image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    a = np.asarray(image, dtype=np.uint8)
+    return a[None] if gray else a.transpose(2, 0, 1)
 
 
 def _folder_source(root: Path, image_size: int | None) -> tuple[dict[str, Any], str]:
@@ -297,32 +312,26 @@ def _folder_source(root: Path, image_size: int | None) -> tuple[dict[str, Any], 
     if len(classes) < 2:
         raise ValueError(f"{root}: only one class ({classes[0]!r}); a classifier needs at least two folders")
     digest = hashlib.sha256()
-    images, labels, sizes = [], [], {}
+    arrays, labels, sizes = [], [], {}
     for label, c in enumerate(classes):
         for file in files[c]:
             data = file.read_bytes()
             digest.update(
                 f"{file.relative_to(root).as_posix()}\0{hashlib.sha256(data).hexdigest()}\n".encode()
             )
-            image = _decode(file, data)
-            sizes.setdefault(image.size, file)
-            if image_size is None and len(sizes) > 1:
-                (a, fa), (b, fb) = list(sizes.items())[:2]
-                raise ValueError(
-                    f"{root}: images of different sizes ({a[0]}x{a[1]} in {fa.relative_to(root)}, "
-                    f"{b[0]}x{b[1]} in {fb.relative_to(root)}); give an image size (--image-size) to "
-                    "resize them all"
-                )
-            images.append(image)
+            with _decode(file, data) as image:
+                sizes.setdefault(image.size, file)
+                if image_size is None and len(sizes) > 1:
+                    (a, fa), (b, fb) = list(sizes.items())[:2]
+                    raise ValueError(
+                        f"{root}: images of different sizes ({a[0]}x{a[1]} in {fa.relative_to(root)}, "
+                        f"{b[0]}x{b[1]} in {fb.relative_to(root)}); give an image size (--image-size) to "
+                        "resize them all"
+                    )
+                arrays.append(_pixels(image, image_size))  # resized at once: full-size images are not kept
             labels.append(label)
-    gray = all(im.mode in GRAY_MODES for im in images)
-    arrays = []
-    for image in images:
-        im = image.convert("L" if gray else "RGB")
-        if image_size is not None and im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        arrays.append(a[None] if gray else a.transpose(2, 0, 1))
+    if any(a.shape[0] == 3 for a in arrays):  # one colour image makes them all RGB (gray: R = G = B)
+        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
     train = _Split(np.stack(arrays), np.asarray(labels, dtype=np.int64), None)
     return {"train_": train, "class_names": classes}, digest.hexdigest()
 
@@ -346,6 +355,7 @@ def load_image_data(
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    image_size = None if image_size is None else int(image_size)
     if path.is_dir():
         source, sha = _folder_source(path, image_size)
     elif path.is_file():
@@ -376,7 +386,7 @@ def load_image_data(
         test_masks=test.masks,
         path=path,
         sha256=sha,
-        image_size=None if image_size is None else int(image_size),
+        image_size=image_size,
         val_fraction=float(val_fraction),
         seed=int(seed),
         held_out=given_test is None,
