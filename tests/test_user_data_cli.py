@@ -118,7 +118,8 @@ def test_text_folder_mlm_bpe_run(tmp_path: Path) -> None:
         (tmp_path / "texts" / f"part{i}.txt").write_text(TEXT)
     run = tmp_path / "run"
     argv = ["train", "--task", "mlm", "--tokenizer", "bpe", "--data", str(tmp_path / "texts"), *LM]
-    assert main([*argv, "--out", str(run)]) == 0
+    assert main([*argv, "--val-fraction", "0.2", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["val_fraction"] == 0.2
     tokenizer = json.loads((run / "tokenizer.json").read_text())
     assert tokenizer["type"] == "bpe" and tokenizer["merges"]
     assert json.loads((run / "data.json").read_text())["files"] == ["part0.txt", "part1.txt", "part2.txt"]

@@ -54,24 +54,12 @@ _OPTIM = (
     "seed",
     "device",
 )
-_TEXT = (
-    "data",
-    "tokenizer",
-    "dim",
-    "depth",
-    "heads",
-    "dim_head",
-    "block_size",
-    "dropout",
-    "lam",
-    "eta",
-    "val_fraction",
-)
+_TEXT = ("data", "tokenizer", "dim", "depth", "heads", "dim_head", "block_size", "dropout", "lam", "eta")
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The config of a new run from the train arguments (None: the task's default)."""
-    settings = {k: getattr(args, k) for k in _OPTIM}
+    settings = {k: getattr(args, k) for k in (*_OPTIM, "val_fraction")}
     if args.task in ("lm", "mlm"):
         if args.image_size is not None:
             raise UsageError("--image-size is for image data, not --task " + args.task)
@@ -82,7 +70,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
     overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
-    settings.update(image_size=args.image_size, val_fraction=args.val_fraction)
+    settings.update(image_size=args.image_size)
     data = args.data or "mnist5k"
     return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
 
