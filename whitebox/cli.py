@@ -59,17 +59,18 @@ _TEXT = ("data", "tokenizer", "dim", "depth", "heads", "dim_head", "block_size",
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The config of a new run from the train arguments (None: the task's default)."""
-    settings = {k: getattr(args, k) for k in _OPTIM}
+    settings = {k: getattr(args, k) for k in (*_OPTIM, "val_fraction")}
     if args.task in ("lm", "mlm"):
+        if args.image_size is not None:
+            raise UsageError("--image-size is for image data, not --task " + args.task)
         settings.update({k: getattr(args, k) for k in _TEXT})
         return language.language_config(args.task, args.model, args.preset or "small", args.steps, **settings)
     if args.model not in classify.MODELS:
         raise UsageError(f"--task image takes --model crate or vit, not {args.model}")
-    if args.data is not None and args.data not in available_datasets():
-        raise UsageError(f"unknown dataset {args.data!r}; choose one of {', '.join(available_datasets())}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
     overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
+    settings.update(image_size=args.image_size)
     data = args.data or "mnist5k"
     return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
 
@@ -103,7 +104,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     run, model = task.open_run(args.run)
     scores = run.evaluate(model)
     if isinstance(run, classify.ImageClassification):
-        n = len(load_dataset(run.config.data, "test"))
+        n = len(run.dataset("test"))
         print(
             f"{args.run}: test accuracy {scores['acc']:.4f} (cross-entropy {scores['loss']:.4f}) "
             f"on {n} {run.config.data} test images"

@@ -72,6 +72,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _number(text, float, 0, "a number between 0 and 1")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
 def _run_dir(text: str) -> Path:
     path = Path(text)
     if not (path / CONFIG).is_file():
@@ -105,7 +112,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--data",
-        help=f"dataset: {', '.join(available_datasets())} (image; default mnist5k) or a corpus (text)",
+        help=f"dataset: {', '.join(available_datasets())} (image; default mnist5k) or a corpus (text); "
+        "or your own: an .npz file or a folder ROOT/<class>/<images> (image), a UTF-8 text file or a "
+        "folder of .txt files (text)",
+    )
+    p.add_argument(
+        "--image-size", type=_positive_int, help="your own images: resize them all to this size (square)"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        help="held-out fraction: of your own images when they have no test split, of the text (default 0.1)",
     )
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)

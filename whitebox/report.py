@@ -13,7 +13,6 @@ from typing import Any
 
 from whitebox import measure, viz
 from whitebox.crate import intermediates
-from whitebox.data import load_dataset
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
 from whitebox.train.loop import CHECKPOINT, read_metrics
 from whitebox.train.task import open_run
@@ -46,7 +45,7 @@ def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "
     config = task.config
     images, raw, labels = task.heldout_images(n)
     logits, rec = intermediates(model, images)
-    names = load_dataset(config.data, "test").class_names
+    names = task.dataset("test").class_names
     grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
     depth = len(rec["attention"])
     paths = []

@@ -94,11 +94,14 @@ def config_class(task: str) -> type[TrainConfig]:
 @register("image")
 @dataclasses.dataclass(kw_only=True)
 class ImageConfig(TrainConfig):
-    """Image classification: ``model`` (a ``model_args`` constructor) on dataset ``data``."""
+    """Image classification: ``model`` (a ``model_args`` constructor) on dataset ``data`` (a name,
+    or the path of an .npz file or image folder: ``image_size`` and ``val_fraction`` apply to those)."""
 
     model: str = spec("crate", choices=("crate", "vit"))
     preset: str = spec("crate_mnist_tiny")  # the whitebox.crate.PRESETS key model_args started from
     data: str = spec("mnist5k")
+    image_size: int | None = spec(None, low=1, optional=True)  # your own images: resized to this
+    val_fraction: float = spec(0.1, low=0, high=1, above=True)  # your own images: held out if no test split
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     min_lr: float = spec(1e-5, low=0)
     label_smoothing: float = spec(0.1, low=0, high=1)

@@ -12,6 +12,12 @@ is trained on the training text only. An "epoch" is ``steps_per_epoch`` batches 
 (``get_batch``; for mlm then ``mask_tokens``) drawn from a generator seeded by (seed, epoch), so a
 resumed run draws exactly the batches it would have drawn.
 
+``data`` is a built-in corpus name or your own text: a UTF-8 file or a folder of ``.txt`` files
+(``whitebox.data.user_text``), split and tokenized by the same rules. Its encoded ids are cached
+in the data cache, keyed by the source's SHA-256 and the tokenizer, and the run records the
+source's SHA-256 in ``data.json`` (``whitebox.train.data_source``). Text too short for
+``block_size`` stops a new run before anything is written.
+
 Evaluation metrics, over the validation windows (``windows``):
 
     loss = mean NLL per predicted token (nats),   ppl = exp(loss),
@@ -37,8 +43,10 @@ from whitebox.crate import ARCHITECTURES, PRESETS, fill_mask
 from whitebox.data.masking import IGNORE_INDEX, mask_tokens
 from whitebox.data.text import CORPORA, get_batch, load_corpus, split, windows
 from whitebox.data.tokenizers import MASK, Tokenizer, load_tokenizer, train_tokenizer
+from whitebox.data.user_text import Corpus, encode_corpus, read_corpus
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
+from whitebox.train import data_source
 from whitebox.train.config import ConfigError, LMConfig, MLMConfig, config_class, validate
 from whitebox.train.task import Task, open_run
 
@@ -70,8 +78,10 @@ def language_config(
     if preset not in SIZES:
         raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(SIZES)}")
     settings = {k: v for k, v in settings.items() if v is not None}
-    if settings.get("data", "pydoc") not in CORPORA:
-        raise ConfigError(f"unknown corpus {settings['data']!r}; valid names: {', '.join(CORPORA)}")
+    if "data" in settings:
+        settings["data"] = data_source.resolve(settings["data"], CORPORA, "corpus")
+        if not data_source.is_builtin(settings["data"], CORPORA):
+            own_corpus(settings["data"])  # a bad file stops the run here
     sizes = PRESETS[f"{MODELS[(task, model)]}_{preset}"]
     resolved = {k: sizes[k] for k in ("block_size", "depth", "dim", "heads")}
     resolved["lr"] = DEFAULT_LR.get(settings.get("optimizer", "adamw"), 1e-3)
@@ -86,6 +96,14 @@ def language_config(
     except TypeError as exc:  # an unknown keyword
         raise ConfigError(f"language_config: {exc}") from exc
     return validate(config)
+
+
+def own_corpus(path: str) -> Corpus:
+    """Your own text at ``path``; a bad file is a ConfigError (``whitebox.data.user_text``)."""
+    try:
+        return read_corpus(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def build_model(config: LMConfig, vocab_size: int) -> Module:
@@ -110,10 +128,34 @@ class LanguageModelling(Task):
         self._tokenizer: Tokenizer | None = None
 
     @cached_property
+    def own_text(self) -> Corpus | None:
+        """Your own text, or None for a built-in corpus."""
+        if data_source.is_builtin(self.config.data, CORPORA):
+            return None
+        corpus = own_corpus(self.config.data)
+        data_source.check_record(self.run_dir, self.config.data, corpus.sha256)
+        return corpus
+
+    @cached_property
     def _texts(self) -> tuple[str, str, str]:
         """(whole corpus, training text, validation text)."""
-        text = load_corpus(self.config.data)
+        text = load_corpus(self.config.data) if self.own_text is None else self.own_text.text
         return (text, *split(text, self.config.val_fraction))
+
+    def _encode_own(self, check: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation) ids of your own text, through the cache; ``check``: long enough."""
+        assert self.own_text is not None
+        c = self.config
+        try:
+            return encode_corpus(
+                self.own_text, self.tokenizer, c.val_fraction, c.block_size if check else None
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @cached_property
+    def _own_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._encode_own()
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -129,16 +171,19 @@ class LanguageModelling(Task):
         specials = (MASK,) if isinstance(self.config, MLMConfig) else ()
         source = text if self.config.tokenizer == "char" else train_text
         self._tokenizer = train_tokenizer(self.config.tokenizer, source, self.config.vocab_size, specials)
+        if self.own_text is not None:  # checked before anything is written
+            self._own_ids = self._encode_own(check=True)
+            data_source.write_record(self.run_dir, self.own_text.record())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._tokenizer.save(self.run_dir / TOKENIZER)
 
     @cached_property
     def train_ids(self) -> np.ndarray:
-        return self.tokenizer.encode(self._texts[1])
+        return self.tokenizer.encode(self._texts[1]) if self.own_text is None else self._own_ids[0]
 
     @cached_property
     def val_ids(self) -> np.ndarray:
-        return self.tokenizer.encode(self._texts[2])
+        return self.tokenizer.encode(self._texts[2]) if self.own_text is None else self._own_ids[1]
 
     def build_model(self) -> Module:
         return build_model(self.config, self.tokenizer.vocab_size)
