@@ -73,6 +73,11 @@ def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
         arr = backend.xp_for(device or backend.default_device()).asarray(arr)
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(
+            f"Tensor: data must be numbers or booleans, got an array of dtype {arr.dtype} "
+            f"(from {type(data).__name__})"
+        )
     return arr
 
 
@@ -98,6 +103,10 @@ class Tensor:
         device: str | None = None,
     ) -> None:
         self.data = _as_array(data, dtype, device)
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(
+                f"Tensor: only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
         self.grad: Any = None
         self.requires_grad = bool(requires_grad)
         self._parents: tuple[Tensor, ...] = ()
@@ -260,7 +269,13 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         return _ops.getitem(self, index)
 
-    # comparisons give plain (non-differentiable) boolean tensors
+    # comparisons give plain (non-differentiable) boolean tensors; hashing stays by identity
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor(self.data == _raw(other))
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor(self.data != _raw(other))
+
     def __lt__(self, other: Any) -> Tensor:
         return Tensor(self.data < _raw(other))
 
