@@ -10,7 +10,6 @@ with p's dtype. ``step()`` visits the parameters in order, skips those whose
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
