@@ -90,3 +90,68 @@ def test_non_strict_load_that_matches_nothing_is_an_error():
     state = {"weight": np.ones((3, 2), dtype=np.float32)}
     model.load_state_dict(state, strict=False)  # a partial match still loads
     assert np.array_equal(model.weight.numpy(), np.ones((3, 2)))
+
+
+# ---- checkpoint files: a user's broken file is one ValueError, never a traceback elsewhere ----
+
+
+def _checkpoint(tmp_path):
+    import whitebox
+
+    path = tmp_path / "ck.npz"
+    whitebox.save(path, {"w": np.arange(1000, dtype=np.float32), "meta": {"epoch": 3}})
+    return path
+
+
+def test_truncated_random_and_bit_flipped_checkpoints_give_one_value_error(tmp_path):
+    import whitebox
+
+    path = _checkpoint(tmp_path)
+    raw = path.read_bytes()
+    rng = np.random.default_rng(0)
+    variants = {
+        "truncated": raw[: len(raw) // 2],
+        "random": rng.integers(0, 256, len(raw), dtype=np.uint8).tobytes(),
+    }
+    for pos in range(40, len(raw), max(1, len(raw) // 25)):  # flip one byte at a time across the file
+        flipped = bytearray(raw)
+        flipped[pos] ^= 0xFF
+        variants[f"flip@{pos}"] = bytes(flipped)
+    for name, data in variants.items():
+        bad = tmp_path / f"{name}.npz"
+        bad.write_bytes(data)
+        try:
+            whitebox.load(bad)
+        except ValueError as exc:
+            assert str(bad) in str(exc), name
+        # a flip in padding bytes may leave a readable file: then it must read back whole
+        else:
+            assert set(whitebox.load(bad)) == {"w", "meta"}, name
+
+
+def test_a_header_claiming_huge_data_is_refused_without_allocating(tmp_path):
+    import zipfile
+
+    import whitebox
+
+    path = tmp_path / "huge.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, dtype=np.float32))
+    header["shape"] = (2**42,)
+    with zipfile.ZipFile(path, "w") as zf, zf.open("__whitebox__.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 16)
+    with pytest.raises(ValueError, match="declares"):
+        whitebox.load(path)
+
+
+def test_a_failed_save_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import whitebox
+    from whitebox import serialization
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(serialization.np.lib.format, "write_array", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        whitebox.save(tmp_path / "ck.npz", {"w": np.zeros(3)})
+    assert list(tmp_path.iterdir()) == []
