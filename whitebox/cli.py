@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -31,11 +32,13 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from whitebox import backend, measure, report, viz
-from whitebox.cli_args import DEMO, UsageError, build_parser
+from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, data_names
 from whitebox.data import available_datasets, load_dataset
+from whitebox.data.download import ChecksumError
+from whitebox.data.text import CORPORA, load_corpus
 from whitebox.train import classify, language, task
-from whitebox.train.config import ConfigError, TrainConfig, read_config
-from whitebox.train.loop import CHECKPOINT
+from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
+from whitebox.train.loop import CHECKPOINT, CONFIG, RunError, load_checkpoint
 
 #: The runs ``figures`` reads: name -> (run directory, the command that makes it).
 FIGURE_RUNS = {
@@ -60,18 +63,29 @@ _TEXT = ("data", "tokenizer", "dim", "depth", "heads", "dim_head", "block_size",
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The config of a new run from the train arguments (None: the task's default)."""
     settings = {k: getattr(args, k) for k in _OPTIM}
-    if args.task in ("lm", "mlm"):
+    task_name, model = args.task or "image", args.model or "crate"
+    if task_name in ("lm", "mlm"):
         settings.update({k: getattr(args, k) for k in _TEXT})
-        return language.language_config(args.task, args.model, args.preset or "small", args.steps, **settings)
-    if args.model not in classify.MODELS:
-        raise UsageError(f"--task image takes --model crate or vit, not {args.model}")
+        return language.language_config(task_name, model, args.preset or "small", args.steps, **settings)
+    if model not in classify.MODELS:
+        raise UsageError(f"--task image takes --model crate or vit, not {model}")
     if args.data is not None and args.data not in available_datasets():
         raise UsageError(f"unknown dataset {args.data!r}; choose one of {', '.join(available_datasets())}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
-    overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
+    overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if model == "crate" else ())}
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     data = args.data or "mnist5k"
-    return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
+    return classify.image_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
+
+
+def _check_out(out: Path) -> None:
+    """A one-line error, before any work, where ``out`` cannot be created or written (nothing is made)."""
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        what = "is not a folder" if not parent.is_dir() else "is not writable"
+        raise UsageError(f"--out {out} cannot be created: {parent} {what}")
 
 
 def _check_device(device: str | None) -> None:
@@ -87,13 +101,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--resume: {args.out} has no {CHECKPOINT} to continue from")
     if not args.resume and (args.out / CHECKPOINT).exists():
         raise UsageError(f"{args.out} already holds a run; pass --resume to continue it or another --out")
+    given = {k: v for k in TRAIN_SETTINGS if (v := getattr(args, k)) not in (None, False)}
     _check_device(args.device)
-    try:
-        config = read_config(args.out) if args.resume else _config(args)
-    except (ValueError, FileNotFoundError) as exc:  # a bad setting, a dataset not downloaded
-        raise UsageError(str(exc)) from exc
+    _check_out(args.out)
     if args.resume:
-        print(f"resuming {args.out} with its saved config ({config.epochs} epochs)")
+        saved = read_config(args.out)
+        check_applicable(saved.task, saved.model, given)
+        config, note = resume_config(saved, given, load_checkpoint(args.out)["epoch"] + 1)
+        print(f"resuming {args.out}: {note}")
+    else:
+        check_applicable(args.task or "image", args.model or "crate", given)
+        try:
+            config = _config(args)
+        except (ValueError, FileNotFoundError) as exc:  # a bad setting, a dataset not downloaded
+            raise UsageError(str(exc)) from exc
     result = task.train(config, args.out, resume=args.resume, progress=not args.quiet)
     print(task.make_task(config, args.out).summary(result))
 
@@ -133,14 +154,26 @@ def cmd_sample(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     if read_config(args.run).task == "image":
         raise UsageError(f"sample needs a language-model run; {args.run} is an image run")
-    print(
-        language.sample(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    pieces = language.sample_stream(
+        args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
     )
+    try:  # each token as it comes; an interrupt keeps what was printed
+        for piece in pieces:
+            print(piece, end="", flush=True)
+    finally:
+        print()
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    if args.name not in available_datasets():
-        raise UsageError(f"unknown dataset {args.name!r}; choose one of {', '.join(available_datasets())}")
+    if args.name not in data_names():
+        raise UsageError(f"unknown dataset {args.name!r}; choose one of {', '.join(data_names())}")
+    if args.name in CORPORA:
+        try:
+            text = load_corpus(args.name, download=True)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise UsageError(f"download of {args.name} failed: {exc}") from exc
+        print(f"{args.name}: {len(text):,} characters")
+        return
     for split in ("train", "test"):
         try:
             data = load_dataset(args.name, split, download=True)
@@ -162,6 +195,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    if (args.out / CHECKPOINT).exists() or (args.out / CONFIG).exists():
+        raise UsageError(f"{args.out} already holds a run; pass another --out (or delete it)")
     _check_device(args.device)
     settings = {"epochs": args.epochs or DEMO["epochs"], "batch_size": DEMO["batch_size"], "lr": DEMO["lr"]}
     config = classify.image_config(
@@ -199,14 +234,17 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     backend.tune_malloc()  # the one process-wide setting whitebox makes (its docstring says why)
+    args = None
     try:
         args = build_parser(COMMANDS).parse_args(argv)
         with threadpool_limits(limits=getattr(args, "blas_threads", None), user_api="blas"):
             args.func(args)
-    except (UsageError, ConfigError, report.RunError) as exc:
+    except (UsageError, ConfigError, RunError, ChecksumError, OSError) as exc:  # OSError: a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue a training run with `train --out RUN --resume`", file=sys.stderr)
+        resumable = getattr(args, "command", None) == "train"
+        hint = "; continue the run with `train --out RUN --resume`" if resumable else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     return 0
