@@ -462,11 +462,11 @@ def test_tinyshakespeare_is_verified_on_every_load(tmp_path: Path, monkeypatch):
     import io
 
     from whitebox.data.download import ChecksumError
-    from whitebox.data.text import load_corpus
+    from whitebox.data.text import load_corpus, tinyshakespeare_text
 
     monkeypatch.setenv("WHITEBOX_DATA", str(tmp_path))
     served = _fake_tinyshakespeare()
-    text = load_corpus("tinyshakespeare", opener=lambda url: io.BytesIO(served))
+    text = tinyshakespeare_text(opener=lambda url: io.BytesIO(served))
     assert text.startswith("First Citizen:") and load_corpus("tinyshakespeare") == text
     cached = tmp_path / "tinyshakespeare.txt"
     damaged = bytearray(cached.read_bytes())
