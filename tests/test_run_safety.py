@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +127,16 @@ def test_a_steady_run_is_not_warned_about(tmp_path: Path, capsys):
 
 
 def test_cli_divergence_is_one_line_and_exit_2(tmp_path: Path, capsys):
-    assert main([*IMAGE, "--epochs", "2", "--lr", "1e30", "--out", str(tmp_path / "r")]) == 2
-    _one_line_error(capsys, "diverged", "step", "--lr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's overflow warnings would be more lines on stderr
+        assert main([*IMAGE, "--epochs", "2", "--lr", "1e30", "--out", str(tmp_path / "r")]) == 2
+    _one_line_error(capsys, "diverged", "step", "--lr", "--clip-norm")
     assert not (tmp_path / "r" / "checkpoint.npz").exists()
+
+
+def test_clip_norm_is_a_flag(tmp_path: Path):
+    assert main([*IMAGE, "--epochs", "1", "--clip-norm", "0.5", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["clip_norm"] == 0.5
 
 
 # ---------------------------------------------------------------- resume
@@ -285,6 +293,7 @@ def test_lr_zero_is_honoured(tmp_path: Path):
         ([*LM, "--label-smoothing", "0.1", "--patch-size", "4", "--no-augment"],
          ["--label-smoothing", "--patch-size", "--no-augment", "lm"]),
         ([*IMAGE, "--model", "vit", "--lam", "0.2"], ["--lam", "crate"]),
+        ([*LM, "--label-smoothing", "0"], ["--label-smoothing"]),  # an explicit 0 is given too
     ],
 )  # fmt: skip
 def test_bad_settings_are_refused_before_any_file(argv, needles, tmp_path: Path, capsys):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,13 +31,13 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from whitebox import backend, measure, report, viz
-from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, data_names
+from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, check_out, data_names
 from whitebox.data import available_datasets, load_dataset
 from whitebox.data.download import ChecksumError
 from whitebox.data.text import CORPORA, load_corpus
 from whitebox.train import classify, language, task
 from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
-from whitebox.train.loop import CHECKPOINT, CONFIG, RunError, load_checkpoint
+from whitebox.train.loop import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
 
 #: The runs ``figures`` reads: name -> (run directory, the command that makes it).
 FIGURE_RUNS = {
@@ -54,6 +53,7 @@ _OPTIM = (
     "optimizer",
     "weight_decay",
     "warmup_steps",
+    "clip_norm",
     "seed",
     "device",
 )
@@ -78,16 +78,6 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return classify.image_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
 
 
-def _check_out(out: Path) -> None:
-    """A one-line error, before any work, where ``out`` cannot be created or written (nothing is made)."""
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        what = "is not a folder" if not parent.is_dir() else "is not writable"
-        raise UsageError(f"--out {out} cannot be created: {parent} {what}")
-
-
 def _check_device(device: str | None) -> None:
     if device == "cuda":
         try:
@@ -101,9 +91,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--resume: {args.out} has no {CHECKPOINT} to continue from")
     if not args.resume and (args.out / CHECKPOINT).exists():
         raise UsageError(f"{args.out} already holds a run; pass --resume to continue it or another --out")
-    given = {k: v for k in TRAIN_SETTINGS if (v := getattr(args, k)) not in (None, False)}
+    given = {k: v for k in TRAIN_SETTINGS if (v := getattr(args, k)) is not None and v is not False}
     _check_device(args.device)
-    _check_out(args.out)
+    check_out(args.out)
     if args.resume:
         saved = read_config(args.out)
         check_applicable(saved.task, saved.model, given)
@@ -139,8 +129,8 @@ def cmd_measure(args: argparse.Namespace) -> None:
     rows, title = report.measure_run(args.run, args.n)
     print(measure.format_table(rows, title))
     out = args.out or args.run
-    (out / "measure.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "measure.json").write_text(json.dumps(rows, indent=1) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "measure.json", json.dumps(rows, indent=1) + "\n")
     path = viz.plot_layerwise({args.run.name: rows}, out / "measure.png", title)
     print(f"wrote {out / 'measure.json'} and {path}")
 

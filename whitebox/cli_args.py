@@ -4,6 +4,7 @@ and run directories that make a bad argument a one-line error (``UsageError``)."
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,8 +32,8 @@ MAX_NEW_TOKENS = 10_000
 #: The train arguments that make a run's config (all default to None, or False: not given).
 TRAIN_SETTINGS = (
     "task", "model", "preset", "data", "epochs", "batch_size", "lr", "min_lr", "optimizer", "weight_decay",
-    "warmup_steps", "label_smoothing", "seed", "device", "steps", "tokenizer", "dim", "depth", "heads",
-    "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment",
+    "warmup_steps", "clip_norm", "label_smoothing", "seed", "device", "steps", "tokenizer", "dim", "depth",
+    "heads", "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment",
 )  # fmt: skip
 
 
@@ -101,6 +102,16 @@ def _run_dir(text: str) -> Path:
     return path
 
 
+def check_out(out: Path) -> None:
+    """A one-line error, before any work, where ``out`` cannot be created or written (nothing is made)."""
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        what = "is not a folder" if not parent.is_dir() else "is not writable"
+        raise UsageError(f"--out {out} cannot be created: {parent} {what}")
+
+
 def _add_threads_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--blas-threads",
@@ -131,6 +142,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lr", type=_nonnegative_float)
     p.add_argument("--optimizer", choices=("adamw", "lion"))
     p.add_argument("--weight-decay", type=_nonnegative_float)
+    p.add_argument(
+        "--clip-norm", type=_nonnegative_float, help="clip the gradient's global L2 norm (default 1; 0: off)"
+    )
     p.add_argument(
         "--warmup-steps",
         type=_nonnegative_int,

@@ -231,7 +231,7 @@ class _LossWatch:
             last = "none yet" if self.last is None else f"{self.last[1]:.4g} at step {self.last[0]}"
             raise DivergedError(
                 f"training diverged at step {step + 1}: the loss is {value} (last finite loss: {last}; "
-                f"lr {lr:.3g}); try a lower learning rate (--lr) or a smaller clip norm"
+                f"lr {lr:.3g}); try a lower learning rate (--lr) or a tighter gradient clip (--clip-norm)"
             )
         self.last = (step + 1, value)
         if self.start is None:
@@ -351,24 +351,18 @@ def fit(
         backend.manual_seed(epoch_seed(seed, epoch))
         model.train()
         tic = time.perf_counter()
-        with tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=None if progress else True,  # None: no bar when stderr is not a terminal
-            leave=False,
-            dynamic_ncols=True,
-        ) as bar:
-            step, train = _train_epoch(
-                model,
-                optimizer,
-                batches(epoch),
-                loss_fn,
-                lr_at=lr_at,
-                step=step,
-                clip_norm=clip_norm,
-                bar=bar,
-                watch=watch,
-            )
+        with (
+            tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                disable=None if progress else True,  # None: no bar when stderr is not a terminal
+                leave=False,
+                dynamic_ncols=True,
+            ) as bar,
+            np.errstate(over="ignore", invalid="ignore"),
+        ):  # a non-finite loss is reported instead
+            step, train = _train_epoch(model, optimizer, batches(epoch), loss_fn, lr_at=lr_at, step=step,
+                                       clip_norm=clip_norm, bar=bar, watch=watch)  # fmt: skip
         seconds = time.perf_counter() - tic
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
         record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
