@@ -154,6 +154,17 @@ def test_resume_extends_epochs_and_says_so(tmp_path: Path, capsys):
     assert load_checkpoint(run)["epoch"] == 1
 
 
+def test_resume_may_lower_the_learning_rate(tmp_path: Path, capsys):
+    run = tmp_path / "r"
+    assert main([*IMAGE, "--epochs", "1", "--lr", "1e-3", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main([*IMAGE, "--epochs", "2", "--lr", "1e-4", "--out", str(run), "--resume"]) == 0
+    assert "lr 0.001 -> 0.0001" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["lr"] == 1e-4
+    assert main([*IMAGE, "--epochs", "3", "--weight-decay", "0.5", "--out", str(run), "--resume"]) == 2
+    _one_line_error(capsys, "weight_decay 0.05 -> 0.5")
+
+
 def test_resume_extends_a_language_run_and_says_so(tmp_path: Path, capsys):
     run = tmp_path / "lm"
     assert main([*LM, "--steps", "2", "--out", str(run)]) == 0

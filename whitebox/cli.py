@@ -147,11 +147,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
     pieces = language.sample_stream(
         args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
     )
+    printed = False
     try:  # each token as it comes; an interrupt keeps what was printed
         for piece in pieces:
             print(piece, end="", flush=True)
+            printed = True
     finally:
-        print()
+        if printed:
+            print()
 
 
 def cmd_download(args: argparse.Namespace) -> None:

@@ -171,8 +171,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint (--epochs / --steps extend it; settings "
-        "that shape the model or its data cannot change)",
+        help="continue the run in --out from its last checkpoint (--epochs / --steps extend it, --lr, "
+        "--min-lr, --warmup-steps, --clip-norm may change; the model, its data and tokenizer cannot)",
     )
 
 

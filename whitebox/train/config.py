@@ -293,8 +293,9 @@ def check_applicable(task: str, model: str, given: Any) -> None:
         raise ConfigError(f"{'; '.join(parts)}, not to --task {task} --model {model}")
 
 
-#: What ``--resume`` may change: the length of the run and the device it runs on.
-RESUMABLE = ("epochs", "steps", "device")
+#: What ``--resume`` may change: the length of the run, the device, and the learning-rate schedule
+#: and clipping (read afresh at every step; the optimizer's other settings come from the checkpoint).
+RESUMABLE = ("epochs", "steps", "device", "lr", "min_lr", "warmup_steps", "clip_norm")
 
 
 def _saved_value(saved: TrainConfig, name: str, value: Any) -> tuple[str, Any, Any]:
@@ -320,10 +321,8 @@ def resume_config(saved: TrainConfig, given: dict[str, Any], done_epochs: int) -
     """
     differences = []
     for name, value in given.items():
-        if name in RESUMABLE:
-            continue
         field, old, new = _saved_value(saved, name, value)
-        if old != new:
+        if name not in RESUMABLE and old != new:
             differences.append(f"{field} {old} -> {new}")
     if differences:
         raise ConfigError(
@@ -337,17 +336,16 @@ def resume_config(saved: TrainConfig, given: dict[str, Any], done_epochs: int) -
         raise ConfigError(
             f"the run has completed {done_epochs} epochs; a resumed run cannot be shortened to {epochs}"
         )
-    config = validate(dataclasses.replace(saved, epochs=epochs, device=given.get("device", saved.device)))
+    changes = {k: given[k] for k in RESUMABLE[2:] if k in given}
+    config = validate(dataclasses.replace(saved, epochs=epochs, **changes))
+    changed = [f"{k} {getattr(saved, k)} -> {v}" for k, v in changes.items() if getattr(saved, k) != v]
     if epochs != saved.epochs:
-        note = (
-            f"extending the run from {saved.epochs} -> {epochs} epochs (the learning-rate schedule is "
-            f"stretched over the new length), continuing after epoch {done_epochs}"
-        )
-    elif done_epochs >= epochs:
-        note = f"the run has finished its {epochs} epochs; nothing to do (pass --epochs to extend it)"
-    else:
-        note = f"continuing after epoch {done_epochs} of {epochs}"
-    return config, note
+        changed.insert(0, f"{saved.epochs} -> {epochs} epochs (the learning-rate schedule is stretched)")
+    if done_epochs >= epochs:
+        return config, f"the run has finished its {epochs} epochs; nothing to do (pass --epochs to extend it)"
+    return config, f"continuing after epoch {done_epochs} of {epochs}" + (
+        f" with {', '.join(changed)}" if changed else ""
+    )
 
 
 def build_optimizer(config: TrainConfig, model: Module) -> AdamW | Lion:

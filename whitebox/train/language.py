@@ -267,7 +267,7 @@ def sample_stream(  # noqa: PLR0917 (the CLI's signature)
             return
         ids = tok.encode(prompt or "\n")
     except ValueError as exc:
-        raise RunError(f"--prompt cannot be encoded by the run's tokenizer: {exc}") from None
+        raise RunError(f"--prompt: {exc}") from None
     yield tok.decode(ids)
     new: list[int] = []
     shown = ""
