@@ -196,11 +196,12 @@ def test_the_tokenizer_travels_in_the_checkpoint(tmp_path: Path, capsys):
     run = tmp_path / "lm"
     assert main([*LM, "--steps", "2", "--out", str(run)]) == 0
     tokenizer = (run / "tokenizer.json").read_bytes()
+    first = read_metrics(run)[0]
     (run / "tokenizer.json").unlink()
     assert main(["eval", str(run)]) == 0
     assert main([*LM, "--steps", "4", "--out", str(run), "--resume"]) == 0
     assert (run / "tokenizer.json").read_bytes() == tokenizer
-    assert load_checkpoint(run)["step"] == 4
+    assert load_checkpoint(run)["step"] == 4 and read_metrics(run)[0] == first  # continued, not redone
 
 
 def test_resume_without_any_tokenizer_refuses_and_overwrites_nothing(tmp_path: Path, capsys):
@@ -387,6 +388,20 @@ def test_a_checkpoint_of_another_task_is_one_line(command, lm_run, image_run, tm
     )
     assert main(argv) == 2
     _one_line_error(capsys, "checkpoint")
+
+
+@pytest.mark.parametrize("command", ["eval", "resume"])
+def test_a_checkpoint_of_another_architecture_is_one_line(command, image_run, tmp_path, capsys):
+    vit = tmp_path / "vit"
+    assert main([*IMAGE, "--model", "vit", "--epochs", "1", "--out", str(vit)]) == 0
+    shutil.copy(image_run / "checkpoint.npz", vit / "checkpoint.npz")  # a CRATE checkpoint
+    argv = (
+        [*IMAGE, "--epochs", "2", "--out", str(vit), "--resume"]
+        if command == "resume"
+        else [command, str(vit)]
+    )
+    assert main(argv) == 2
+    _one_line_error(capsys, "does not fit the model")
 
 
 @pytest.mark.parametrize("damage", ["torn", "missing"])
