@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -31,11 +32,13 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from whitebox import backend, measure, report, viz
-from whitebox.cli_args import DEMO, UsageError, build_parser
-from whitebox.data import available_datasets, load_dataset
+from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, check_out, data_names
+from whitebox.data import load_dataset
+from whitebox.data.download import ChecksumError
+from whitebox.data.text import CORPORA, load_corpus
 from whitebox.train import classify, language, task
-from whitebox.train.config import ConfigError, TrainConfig, read_config
-from whitebox.train.loop import CHECKPOINT
+from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
+from whitebox.train.loop import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
 
 #: The runs ``figures`` reads: name -> (run directory, the command that makes it).
 FIGURE_RUNS = {
@@ -51,6 +54,7 @@ _OPTIM = (
     "optimizer",
     "weight_decay",
     "warmup_steps",
+    "clip_norm",
     "seed",
     "device",
 )
@@ -60,19 +64,20 @@ _TEXT = ("data", "tokenizer", "dim", "depth", "heads", "dim_head", "block_size",
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The config of a new run from the train arguments (None: the task's default)."""
     settings = {k: getattr(args, k) for k in (*_OPTIM, "val_fraction")}
-    if args.task in ("lm", "mlm"):
+    task_name, model = args.task or "image", args.model or "crate"
+    if task_name in ("lm", "mlm"):
         if args.image_size is not None:
-            raise UsageError("--image-size is for image data, not --task " + args.task)
+            raise UsageError("--image-size is for image data, not --task " + task_name)
         settings.update({k: getattr(args, k) for k in _TEXT})
-        return language.language_config(args.task, args.model, args.preset or "small", args.steps, **settings)
-    if args.model not in classify.MODELS:
-        raise UsageError(f"--task image takes --model crate or vit, not {args.model}")
+        return language.language_config(task_name, model, args.preset or "small", args.steps, **settings)
+    if model not in classify.MODELS:
+        raise UsageError(f"--task image takes --model crate or vit, not {model}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
-    overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
+    overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if model == "crate" else ())}
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     settings.update(image_size=args.image_size)
     data = args.data or "mnist5k"
-    return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
+    return classify.image_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
 
 
 def _check_device(device: str | None) -> None:
@@ -88,13 +93,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--resume: {args.out} has no {CHECKPOINT} to continue from")
     if not args.resume and (args.out / CHECKPOINT).exists():
         raise UsageError(f"{args.out} already holds a run; pass --resume to continue it or another --out")
+    given = {k: v for k in TRAIN_SETTINGS if (v := getattr(args, k)) is not None and v is not False}
     _check_device(args.device)
-    try:
-        config = read_config(args.out) if args.resume else _config(args)
-    except (ValueError, FileNotFoundError) as exc:  # a bad setting, a dataset not downloaded
-        raise UsageError(str(exc)) from exc
+    check_out(args.out)
     if args.resume:
-        print(f"resuming {args.out} with its saved config ({config.epochs} epochs)")
+        saved = read_config(args.out)
+        check_applicable(saved.task, saved.model, given)
+        config, note = resume_config(saved, given, load_checkpoint(args.out)["epoch"] + 1)
+        print(f"resuming {args.out}: {note}")
+    else:
+        check_applicable(args.task or "image", args.model or "crate", given)
+        try:
+            config = _config(args)
+        except (ValueError, FileNotFoundError) as exc:  # a bad setting, a dataset not downloaded
+            raise UsageError(str(exc)) from exc
     result = task.train(config, args.out, resume=args.resume, progress=not args.quiet)
     print(task.make_task(config, args.out).summary(result))
 
@@ -119,8 +131,8 @@ def cmd_measure(args: argparse.Namespace) -> None:
     rows, title = report.measure_run(args.run, args.n)
     print(measure.format_table(rows, title))
     out = args.out or args.run
-    (out / "measure.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "measure.json").write_text(json.dumps(rows, indent=1) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "measure.json", json.dumps(rows, indent=1) + "\n")
     path = viz.plot_layerwise({args.run.name: rows}, out / "measure.png", title)
     print(f"wrote {out / 'measure.json'} and {path}")
 
@@ -134,14 +146,29 @@ def cmd_sample(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     if read_config(args.run).task == "image":
         raise UsageError(f"sample needs a language-model run; {args.run} is an image run")
-    print(
-        language.sample(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    pieces = language.sample_stream(
+        args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
     )
+    printed = False
+    try:  # each token as it comes; an interrupt keeps what was printed
+        for piece in pieces:
+            print(piece, end="", flush=True)
+            printed = True
+    finally:
+        if printed:
+            print()
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    if args.name not in available_datasets():
-        raise UsageError(f"unknown dataset {args.name!r}; choose one of {', '.join(available_datasets())}")
+    if args.name not in data_names():
+        raise UsageError(f"unknown dataset {args.name!r}; choose one of {', '.join(data_names())}")
+    if args.name in CORPORA:
+        try:
+            text = load_corpus(args.name, download=True)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise UsageError(f"download of {args.name} failed: {exc}") from exc
+        print(f"{args.name}: {len(text):,} characters")
+        return
     for split in ("train", "test"):
         try:
             data = load_dataset(args.name, split, download=True)
@@ -162,8 +189,18 @@ def cmd_figures(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+DEMO_MARK = "made-by-demo"  # a demo folder may be replaced by the next demo, any other run never
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
+    if (args.out / CHECKPOINT).exists() or (args.out / CONFIG).exists():
+        if not (args.out / DEMO_MARK).exists():
+            raise UsageError(f"{args.out} already holds a run; pass another --out (or delete it)")
+        print(f"replacing the previous demo run in {args.out}")
+        shutil.rmtree(args.out)
     _check_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / DEMO_MARK).write_text("python -m whitebox demo may replace this folder\n")
     settings = {"epochs": args.epochs or DEMO["epochs"], "batch_size": DEMO["batch_size"], "lr": DEMO["lr"]}
     config = classify.image_config(
         DEMO["model"], DEMO["preset"], DEMO["data"], device=args.device, **settings
@@ -200,14 +237,17 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     backend.tune_malloc()  # the one process-wide setting whitebox makes (its docstring says why)
+    args = None
     try:
         args = build_parser(COMMANDS).parse_args(argv)
         with threadpool_limits(limits=getattr(args, "blas_threads", None), user_api="blas"):
             args.func(args)
-    except (UsageError, ConfigError, report.RunError) as exc:
+    except (UsageError, ConfigError, RunError, ChecksumError, OSError) as exc:  # OSError: a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue a training run with `train --out RUN --resume`", file=sys.stderr)
+        resumable = getattr(args, "command", None) == "train"
+        hint = "; continue the run with `train --out RUN --resume`" if resumable else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -4,11 +4,13 @@ and run directories that make a bad argument a one-line error (``UsageError``)."
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from whitebox.data import available_datasets
+from whitebox.data.text import CORPORA
 from whitebox.train.loop import CONFIG
 
 TASKS = ("image", "lm", "mlm")
@@ -25,6 +27,19 @@ DEMO = {
     "lr": 2e-3,
 }
 DEMO_RUN = Path("runs/demo")
+#: The most tokens ``sample`` generates in one call.
+MAX_NEW_TOKENS = 10_000
+#: The train arguments that make a run's config (all default to None, or False: not given).
+TRAIN_SETTINGS = (
+    "task", "model", "preset", "data", "epochs", "batch_size", "lr", "min_lr", "optimizer", "weight_decay",
+    "warmup_steps", "clip_norm", "label_smoothing", "seed", "device", "steps", "tokenizer", "dim", "depth",
+    "heads", "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment",
+)  # fmt: skip
+
+
+def data_names() -> list[str]:
+    """Every name ``--data`` and ``download`` know: image datasets and text corpora."""
+    return sorted({*available_datasets(), *CORPORA})
 
 
 class UsageError(Exception):
@@ -65,6 +80,13 @@ def _nonnegative_float(text: str) -> float:
     return _number(text, float, 0, "a number >= 0")
 
 
+def _max_new_tokens(text: str) -> int:
+    value = _number(text, int, 1, f"an integer in [1, {MAX_NEW_TOKENS}]")
+    if value > MAX_NEW_TOKENS:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {MAX_NEW_TOKENS}], got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = _number(text, float, 0, "a number > 0")
     if value == 0:
@@ -87,6 +109,16 @@ def _run_dir(text: str) -> Path:
     return path
 
 
+def check_out(out: Path) -> None:
+    """A one-line error, before any work, where ``out`` cannot be created or written (nothing is made)."""
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        what = "is not a folder" if not parent.is_dir() else "is not writable"
+        raise UsageError(f"--out {out} cannot be created: {parent} {what}")
+
+
 def _add_threads_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--blas-threads",
@@ -98,14 +130,11 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--task", choices=TASKS, default="image", help="image classification or language (default image)"
-    )
+    p.add_argument("--task", choices=TASKS, help="image classification or language (default image)")
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
-        default="crate",
-        help="crate|vit (image), crate|gpt (lm), crate|bert (mlm)",
+        help="crate|vit (image), crate|gpt (lm), crate|bert (mlm); default crate",
     )
     p.add_argument(
         "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"
@@ -131,6 +160,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=("adamw", "lion"))
     p.add_argument("--weight-decay", type=_nonnegative_float)
     p.add_argument(
+        "--clip-norm", type=_nonnegative_float, help="clip the gradient's global L2 norm (default 1; 0: off)"
+    )
+    p.add_argument(
         "--warmup-steps",
         type=_nonnegative_int,
         help="optimizer steps of linear warmup (default: one epoch for images, 50 for text)",
@@ -153,7 +185,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (--epochs / --steps extend it, --lr, "
+        "--min-lr, --warmup-steps, --clip-norm may change; the model, its data and tokenizer cannot)",
+    )
 
 
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> argparse.ArgumentParser:
@@ -187,7 +224,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("--figures", type=Path, default=Path("figures"), help="output folder (default figures)")
     p = command("demo", "train CRATE on mnist5k (CPU, a few minutes) and show what it learned")
     p.add_argument(
-        "--out", type=Path, default=DEMO_RUN, help=f"run directory (default {DEMO_RUN}; overwritten)"
+        "--out", type=Path, default=DEMO_RUN, help=f"run directory (default {DEMO_RUN}; must not hold a run)"
     )
     p.add_argument(
         "--figures", type=Path, default=Path("figures"), help="where demo_*.png go (default figures)"
@@ -199,10 +236,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p = command("sample", "generate text from a language-model run")
     p.add_argument("run", type=_run_dir)
     p.add_argument("--prompt", default="", help="text to continue (mlm: text with [MASK]s to fill)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--max-new-tokens", type=_max_new_tokens, default=200, help=f"1 to {MAX_NEW_TOKENS}")
     p.add_argument("--temperature", type=_positive_float, default=0.8)
     p.add_argument("--top-k", type=_positive_int)
     p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p = command("download", "fetch a dataset into the cache")
-    p.add_argument("name", help=", ".join(available_datasets()))
+    p = command("download", "fetch a dataset or a corpus into the cache")
+    p.add_argument("name", help=", ".join(data_names()))
     return parser

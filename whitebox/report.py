@@ -14,12 +14,17 @@ from typing import Any
 from whitebox import measure, viz
 from whitebox.crate import intermediates
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
-from whitebox.train.loop import CHECKPOINT, read_metrics
+from whitebox.train.loop import CHECKPOINT, RunError, read_metrics
 from whitebox.train.task import open_run
 
-
-class RunError(ValueError):
-    """A run that cannot give what was asked (no checkpoint yet, the wrong task)."""
+__all__ = [
+    "RunError",
+    "attention_figures",
+    "demo_figures",
+    "measure_run",
+    "require_checkpoint",
+    "run_figures",
+]
 
 
 def require_checkpoint(run: Path) -> None:

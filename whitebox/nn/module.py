@@ -148,6 +148,11 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if wrong:
             problems.append("shape mismatches: " + "; ".join(wrong))
+        if own and state and len(missing) == len(own):
+            problems.append(
+                f"no key of the state dict matches the model (model keys start {sorted(own)[:3]}, "
+                f"given keys start {sorted(state)[:3]})"
+            )
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + " | ".join(problems))
         for k, t in own.items():

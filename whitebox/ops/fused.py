@@ -2,7 +2,8 @@
 
 softmax, log_softmax and logsumexp are stable (shift by the max) and give no
 NaN on a row masked entirely with -inf: softmax is 0 there, logsumexp -inf,
-and no gradient flows.
+and no gradient flows. A NaN anywhere in a row makes the whole row NaN, as in
+NumPy and PyTorch.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from whitebox.tensor import Tensor, make
 
 
 def _shifted_exp(x: Any, axis: int) -> tuple[Any, Any, Any]:
-    """(e, s, m): e = exp(x - m), s = sum(e), with m the row max (0 on an all -inf row)."""
+    """(e, s, m): e = exp(x - m), s = sum(e), with m the row max (0 on an all -inf row).
+
+    A NaN in a row makes its max NaN, so NaN spreads over the whole row.
+    """
     xp = backend.array_module(x)
     m = x.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0).astype(x.dtype, copy=False)
+    m = xp.where(m == -xp.inf, 0, m).astype(x.dtype, copy=False)
     e = x - m
     xp.exp(e, out=e)
     return e, e.sum(axis=axis, keepdims=True), m

@@ -88,6 +88,8 @@ def image_config(
     """A complete, validated run config; ``settings`` are ``ImageConfig`` fields (None: default),
     ``overrides`` constructor arguments of the model. ``warmup_steps`` defaults to one epoch."""
     settings = {k: v for k, v in settings.items() if v is not None}
+    if "lr" in settings and "min_lr" not in settings:  # the default floor never exceeds an explicit lr
+        settings["min_lr"] = min(ImageConfig.min_lr, settings["lr"])
     fields = {f.name for f in dataclasses.fields(ImageConfig)} - {"model", "preset", "data", "model_args"}
     unknown = sorted(set(settings) - fields)
     if unknown:
@@ -108,7 +110,7 @@ def image_config(
     config.model_args = model_args(model, preset, train, **(overrides or {}))
     if "warmup_steps" not in settings:
         config.warmup_steps = -(-len(train) // config.batch_size)
-    return config
+    return validate(config)
 
 
 def augmentation(dataset: ImageDataset) -> Augment:

@@ -30,7 +30,9 @@ model is scored on the same masks.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,13 @@ from whitebox.crate import ARCHITECTURES, PRESETS, fill_mask
 from whitebox.data.masking import IGNORE_INDEX, mask_tokens
 from whitebox.data.text import CORPORA, get_batch, load_corpus, split, windows
 from whitebox.data.tokenizers import MASK, Tokenizer, load_tokenizer, train_tokenizer
+from whitebox.data.tokenizers import from_dict as tokenizer_from_dict
 from whitebox.data.user_text import Corpus, encode_corpus, read_corpus
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 from whitebox.train import data_source
 from whitebox.train.config import ConfigError, LMConfig, MLMConfig, config_class, validate
+from whitebox.train.loop import RunError, load_checkpoint, write_text_atomic
 from whitebox.train.task import Task, open_run
 
 TOKENIZER = "tokenizer.json"
@@ -159,13 +163,33 @@ class LanguageModelling(Task):
 
     @property
     def tokenizer(self) -> Tokenizer:
-        """The run's tokenizer (``tokenizer.json``; trained by ``prepare`` for a new run)."""
+        """The run's tokenizer: ``tokenizer.json``, or the copy in the checkpoint when the file is
+        missing (trained by ``prepare`` for a new run)."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.run_dir / TOKENIZER)
+            path = self.run_dir / TOKENIZER
+            if path.exists():
+                self._tokenizer = load_tokenizer(path)
+            else:
+                self._tokenizer = self._saved_tokenizer()
         return self._tokenizer
 
+    def _saved_tokenizer(self) -> Tokenizer:
+        saved = load_checkpoint(self.run_dir).get("tokenizer")
+        if not isinstance(saved, str):
+            raise RunError(
+                f"{self.run_dir} has no {TOKENIZER} and its checkpoint carries no tokenizer: the model's "
+                "vocabulary is unknown, so the run cannot be resumed or used (start a new --out)"
+            )
+        return tokenizer_from_dict(json.loads(saved))
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"tokenizer": json.dumps(self.tokenizer.to_dict(), ensure_ascii=False)}
+
     def prepare(self, resume: bool) -> None:
-        if resume and (self.run_dir / TOKENIZER).exists():
+        path = self.run_dir / TOKENIZER
+        if resume:  # the run's own tokenizer, restored from the checkpoint when the file is gone
+            if not path.exists():
+                write_text_atomic(path, json.dumps(self.tokenizer.to_dict(), ensure_ascii=False))
             return
         text, train_text, _ = self._texts
         specials = (MASK,) if isinstance(self.config, MLMConfig) else ()
@@ -174,8 +198,15 @@ class LanguageModelling(Task):
         if self.own_text is not None:  # checked before anything is written
             self._own_ids = self._encode_own(check=True)
             data_source.write_record(self.run_dir, self.own_text.record())
+        else:
+            n = len(self.train_ids)
+            if n <= self.config.block_size:
+                raise ConfigError(
+                    f"block_size {self.config.block_size} needs more than {self.config.block_size} training "
+                    f"tokens; {self.config.data} has {n}: use a block_size in [1, {n - 1}]"
+                )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._tokenizer.save(self.run_dir / TOKENIZER)
+        write_text_atomic(path, json.dumps(self._tokenizer.to_dict(), ensure_ascii=False))
 
     @cached_property
     def train_ids(self) -> np.ndarray:
@@ -262,12 +293,35 @@ def evaluate(run_dir: Path) -> dict[str, float]:
 def sample(  # noqa: PLR0917 (the CLI's signature)
     run_dir: Path, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None, seed: int
 ) -> str:
-    """lm: the prompt and ``max_new_tokens`` sampled tokens after it (the model's ``generate``).
+    """The whole text ``sample_stream`` makes, at once."""
+    return "".join(sample_stream(run_dir, prompt, max_new_tokens, temperature, top_k, seed))
 
-    mlm: the prompt with each "[MASK]" filled by its most likely token (``fill_mask``).
+
+def sample_stream(  # noqa: PLR0917 (the CLI's signature)
+    run_dir: Path, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None, seed: int
+) -> Iterator[str]:
+    """The text of a sample, in pieces as it is made: for lm the prompt, then the text of each
+    sampled token as it comes (the model's ``stream``, ``max_new_tokens`` tokens in all);
+    for mlm the prompt with each "[MASK]" filled by its most likely token (``fill_mask``).
+
+    A prompt the run's tokenizer cannot encode raises ``RunError``.
     """
     model, tok, config = load_run(run_dir)
-    if config.task == "mlm":
-        return fill_mask(model, tok, prompt)["text"]
-    ids = tok.encode(prompt or "\n")
-    return tok.decode(model.generate(ids, max_new_tokens, temperature, top_k, seed))
+    try:
+        if config.task == "mlm":
+            yield fill_mask(model, tok, prompt)["text"]
+            return
+        ids = tok.encode(prompt or "\n")
+    except ValueError as exc:
+        raise RunError(f"--prompt: {exc}") from None
+    yield tok.decode(ids)
+    new: list[int] = []
+    shown = ""
+    for token in model.stream(ids, max_new_tokens, temperature, top_k, seed):
+        new.append(token)
+        text = tok.decode(new)
+        if not text.endswith("\ufffd"):  # a byte-level token may end inside a character
+            yield text[len(shown) :]
+            shown = text
+    if tok.decode(new) != shown:
+        yield tok.decode(new)[len(shown) :]

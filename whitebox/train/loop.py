@@ -27,11 +27,22 @@ The loop knows nothing about images or text. A task hands it
 
 After each epoch it writes, into ``run_dir``:
 
-* ``checkpoint.npz`` (``whitebox.save``; written to a temporary file, then renamed): model state,
-  optimizer state, the epoch and step just completed, the config and the seed;
-* one JSON line appended to ``metrics.jsonl``: epoch, step, lr, the epoch averages of the loss
-  metrics (``train_`` prefix), the evaluation (``eval_`` prefix), seconds and samples/s;
+* ``checkpoint.npz`` (``whitebox.save``): model state, optimizer state, the epoch and step just
+  completed, the config, the seed, the history (every epoch's record, as JSON), the first step's
+  loss and whatever ``extra`` the task carries (a language run's tokenizer);
+* ``metrics.jsonl``: one strict-JSON line per epoch (a non-finite number is written as null):
+  epoch, step, lr, the epoch averages of the loss metrics (``train_`` prefix), the evaluation
+  (``eval_`` prefix), seconds and samples/s;
 * ``config.json`` once, at the start.
+
+Every file is written whole to a temporary file and renamed (``atomic_write``), so a kill leaves
+the old file or the new one. The checkpoint is written first: ``metrics.jsonl`` is rewritten from
+the checkpoint's history on resume (a kill between the two writes loses nothing), and a torn last
+line of it (a file written by another tool) is skipped by ``read_metrics``.
+
+Nothing silent. A non-finite loss stops the run with ``DivergedError`` naming the step, the last
+finite loss and what to try; weights that are not finite are never saved. When an epoch's mean
+loss grows past ``GROWTH`` times the first step's, a warning is printed (once).
 
 With ``progress=True`` each epoch shows a tqdm bar (when stderr is a terminal) with the running
 loss, accuracy (when the metrics have ``"acc"``) and throughput in samples/s, then prints a
@@ -55,6 +66,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -66,14 +78,24 @@ from tqdm import tqdm
 from whitebox import backend
 from whitebox.nn import Module
 from whitebox.optim import clip_grad_norm_, warmup_cosine
-from whitebox.serialization import load, save
+from whitebox.serialization import atomic_write, load, save
 from whitebox.tensor import Tensor, no_grad
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+#: An epoch whose mean loss exceeds GROWTH x the first step's loss is warned about.
+GROWTH = 4.0
 
 LossFn = Callable[[Module, Any], tuple[Tensor, dict[str, float]]]
+
+
+class RunError(ValueError):
+    """A run that cannot be read or go on: a damaged or foreign checkpoint, a torn config."""
+
+
+class DivergedError(RunError):
+    """Training reached a non-finite loss or non-finite weights."""
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -81,40 +103,114 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed over it."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def save_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Write ``run_dir/config.json`` (sorted keys, indented)."""
+    """Write ``run_dir/config.json`` (sorted keys, indented), atomically."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def strict_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every non-finite float replaced by None (so that it is strict JSON)."""
+    return {k: _finite_or_none(v) for k, v in record.items()}
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Write ``run_dir/metrics.jsonl``, one strict-JSON line per record, atomically."""
+    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in history)
+    write_text_atomic(Path(run_dir) / METRICS, lines)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``, one per completed epoch."""
+    """The records of ``run_dir/metrics.jsonl``, one per completed epoch (a torn last line is skipped)."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in lines[:-1]] + [json.loads(line) for line in lines[-1:]]
+    except json.JSONDecodeError as exc:
+        if exc.doc != lines[-1]:
+            raise RunError(f"{path}: a line is not JSON ({exc})") from None
+        return [json.loads(line) for line in lines[:-1]]
 
 
 def save_checkpoint(
-    run_dir: Path, model: Module, optimizer: Any, *, epoch: int, step: int, seed: int, config: dict[str, Any]
+    run_dir: Path,
+    model: Module,
+    optimizer: Any,
+    *,
+    epoch: int,
+    step: int,
+    seed: int,
+    config: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
+    start_loss: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoint.npz`` (``whitebox.save`` writes a temporary file, then renames it)."""
+    """Write ``run_dir/checkpoint.npz`` (``whitebox.save`` writes a temporary file, then renames it).
+
+    Raises ``DivergedError`` (and writes nothing) when a weight is not finite."""
     path = Path(run_dir) / CHECKPOINT
+    weights = {k: backend.to_numpy(v) for k, v in model.state_dict().items()}
+    bad = [k for k, v in weights.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:
+        raise DivergedError(
+            f"training diverged in epoch {epoch + 1}: weights {', '.join(bad[:3])} are not finite "
+            "(not saved); try a lower learning rate (--lr)"
+        )
     state = {
-        "model": {k: backend.to_numpy(v) for k, v in model.state_dict().items()},
+        **(extra or {}),
+        "model": weights,
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
         "step": step,
         "seed": seed,
         "config": config,
+        "history": json.dumps([strict_record(r) for r in history or []]),
+        "start_loss": start_loss,
     }
     save(path, state)
     return path
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read ``run_dir/checkpoint.npz``: keys model, optimizer, epoch, step, seed, config (a dict)."""
-    return load(Path(run_dir) / CHECKPOINT)
+    """Read ``run_dir/checkpoint.npz``: keys model, optimizer, epoch, step, seed, config (a dict),
+    history (a list of records; read from ``metrics.jsonl`` for checkpoints without one), and any
+    extra keys. A missing, damaged or foreign file raises ``RunError`` naming it."""
+    try:
+        state = load(Path(run_dir) / CHECKPOINT)
+    except (ValueError, OSError) as exc:
+        raise RunError(str(exc)) from None
+    missing = {"model", "optimizer", "epoch", "step", "config"} - set(state)
+    if missing:
+        raise RunError(
+            f"{Path(run_dir) / CHECKPOINT} is not a training checkpoint (no {', '.join(sorted(missing))})"
+        )
+    history = state.get("history")
+    state["history"] = json.loads(history) if isinstance(history, str) else read_metrics(run_dir)
+    return state
+
+
+def load_weights(model: Module, weights: dict[str, Any], run_dir: Path) -> None:
+    """``model.load_state_dict(weights)``; a checkpoint of another model raises ``RunError``."""
+    try:
+        model.load_state_dict(weights)
+    except (KeyError, ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) < 300 else detail[:300] + " ..."
+        raise RunError(
+            f"{Path(run_dir) / CHECKPOINT} does not fit the model of {Path(run_dir) / CONFIG} "
+            f"(another architecture or task?): {detail}"
+        ) from None
 
 
 def _num_samples(batch: Any, metrics: dict[str, float]) -> int:
@@ -122,6 +218,34 @@ def _num_samples(batch: Any, metrics: dict[str, float]) -> int:
         return int(metrics["n"])
     first = batch[0] if isinstance(batch, tuple | list) else batch
     return len(first)
+
+
+class _LossWatch:
+    """The last finite loss and the first step's, for the divergence error and the growth warning."""
+
+    def __init__(self, start: float | None) -> None:
+        self.start, self.last, self.warned = start, None, False
+
+    def see(self, value: float, step: int, lr: float) -> None:
+        if not math.isfinite(value):
+            last = "none yet" if self.last is None else f"{self.last[1]:.4g} at step {self.last[0]}"
+            raise DivergedError(
+                f"training diverged at step {step + 1}: the loss is {value} (last finite loss: {last}; "
+                f"lr {lr:.3g}); try a lower learning rate (--lr) or a tighter gradient clip (--clip-norm)"
+            )
+        self.last = (step + 1, value)
+        if self.start is None:
+            self.start = value
+
+    def check_growth(self, epoch: int, mean: float) -> None:
+        if self.warned or self.start is None or not self.start > 0 or mean <= GROWTH * self.start:
+            return
+        self.warned = True
+        print(
+            f"warning: the mean loss of epoch {epoch + 1} ({mean:.4g}) is {mean / self.start:.0f}x the "
+            f"first step's ({self.start:.4g}): the run may be diverging; try a lower --lr",
+            file=sys.stderr,
+        )
 
 
 def _train_epoch(
@@ -134,6 +258,7 @@ def _train_epoch(
     step: int,
     clip_norm: float | None,
     bar: Any,
+    watch: _LossWatch,
 ) -> tuple[int, dict[str, float]]:
     """One pass over ``batches``; returns the new step count and the n-weighted metric averages."""
     params = model.parameters()
@@ -143,6 +268,8 @@ def _train_epoch(
     for batch in batches:
         optimizer.lr = lr_at(step)
         loss, metrics = loss_fn(model, batch)
+        value = loss.item()
+        watch.see(value, step, optimizer.lr)
         optimizer.zero_grad()
         loss.backward()
         if clip_norm:
@@ -151,9 +278,9 @@ def _train_epoch(
         step += 1
         n = _num_samples(batch, metrics)
         seen += n
-        for key, value in {"loss": loss.item(), **metrics}.items():
+        for key, v in {"loss": value, **metrics}.items():
             if key != "n":
-                sums[key] = sums.get(key, 0.0) + float(value) * n
+                sums[key] = sums.get(key, 0.0) + float(v) * n
         shown = {k: f"{sums[k] / seen:.4f}" for k in ("loss", "acc") if k in sums}
         shown["samples/s"] = f"{seen / (time.perf_counter() - start):.0f}"
         bar.set_postfix(shown, refresh=False)
@@ -183,13 +310,15 @@ def fit(
     evaluate: Callable[[Module], dict[str, float]] | None = None,
     resume: bool = False,
     progress: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
     See the module docstring for the contract of ``batches``, ``loss_fn`` and ``evaluate``, the
     learning-rate schedule and what is written to ``run_dir``. With ``resume=True`` and a
     checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
-    returns at once); without one it starts from scratch.
+    returns at once); without one it starts from scratch. ``extra`` (a dict of arrays and JSON
+    values) is saved into every checkpoint beside the training state.
     """
     if epochs < 1:
         raise ValueError(f"fit: epochs must be >= 1, got {epochs}")
@@ -203,39 +332,37 @@ def fit(
     def lr_at(step: int) -> float:
         return warmup_cosine(step + 1, total_steps, warmup_steps, base_lr, min_lr)
 
-    start_epoch, step = 0, 0
+    start_epoch, step, start_loss = 0, 0, None
+    history: list[dict[str, Any]] = []
     if resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
-        model.load_state_dict(state["model"])
+        saved_task, task = state["config"].get("task"), config.get("task")
+        if saved_task != task:
+            raise RunError(f"{run_dir / CHECKPOINT} is a {saved_task} checkpoint; this is a {task} run")
+        load_weights(model, state["model"], run_dir)
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        history = [r for r in read_metrics(run_dir) if r["epoch"] < start_epoch]
-    else:
-        history = []
+        start_epoch, step, start_loss = state["epoch"] + 1, state["step"], state.get("start_loss")
+        history = [r for r in state["history"] if r["epoch"] < start_epoch]
     save_config(run_dir, config)
-    (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
+    write_metrics(run_dir, history)
+    watch = _LossWatch(start_loss)
 
     for epoch in range(start_epoch, epochs):
         backend.manual_seed(epoch_seed(seed, epoch))
         model.train()
         tic = time.perf_counter()
-        with tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=None if progress else True,  # None: no bar when stderr is not a terminal
-            leave=False,
-            dynamic_ncols=True,
-        ) as bar:
-            step, train = _train_epoch(
-                model,
-                optimizer,
-                batches(epoch),
-                loss_fn,
-                lr_at=lr_at,
-                step=step,
-                clip_norm=clip_norm,
-                bar=bar,
-            )
+        with (
+            tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                disable=None if progress else True,  # None: no bar when stderr is not a terminal
+                leave=False,
+                dynamic_ncols=True,
+            ) as bar,
+            np.errstate(over="ignore", invalid="ignore"),
+        ):  # a non-finite loss is reported instead
+            step, train = _train_epoch(model, optimizer, batches(epoch), loss_fn, lr_at=lr_at, step=step,
+                                       clip_norm=clip_norm, bar=bar, watch=watch)  # fmt: skip
         seconds = time.perf_counter() - tic
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
         record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
@@ -244,10 +371,12 @@ def fit(
         if evaluate is not None:
             with no_grad(), model.evaluating():
                 record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
-        save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
-        with (run_dir / METRICS).open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        record = strict_record(record)
+        watch.check_growth(epoch, train["loss"])
         history.append(record)
+        save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config,
+                        history=history, start_loss=watch.start, extra=extra)  # fmt: skip
+        write_metrics(run_dir, history)
         if progress:
             tqdm.write(_summary(record, epochs))
     model.eval()

@@ -30,7 +30,7 @@ from whitebox import backend
 from whitebox.nn import Module
 from whitebox.tensor import Tensor
 from whitebox.train.config import TrainConfig, build_optimizer, read_config, to_dict
-from whitebox.train.loop import CHECKPOINT, fit, load_checkpoint
+from whitebox.train.loop import CHECKPOINT, RunError, fit, load_checkpoint, load_weights
 
 #: Task name -> "module:class" of its ``Task`` subclass (imported on first use).
 TASKS = {
@@ -53,6 +53,10 @@ class Task(ABC):
 
     def prepare(self, resume: bool) -> None:  # noqa: B027 (optional: most tasks need nothing here)
         """Before training: write what the run directory needs besides the loop's files."""
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What travels in every checkpoint beside the training state (e.g. a tokenizer)."""
+        return {}
 
     @abstractmethod
     def build_model(self) -> Module:
@@ -126,6 +130,7 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, progress: bo
         evaluate=lambda m: task.evaluate(m, task.eval_limit),
         resume=resume,
         progress=progress,
+        extra=task.checkpoint_extra(),
     )
     last = {k: v for k, v in history[-1].items() if k.startswith("eval_")}
     seconds = sum(r["seconds"] for r in history)
@@ -147,7 +152,11 @@ def open_run(run_dir: Path) -> tuple[Task, Module]:
     """(task, model with the last checkpoint's weights, in eval mode) of a run; the RNG is untouched."""
     run_dir = Path(run_dir)
     task = make_task(read_config(run_dir), run_dir)
+    state = load_checkpoint(run_dir)
+    if state["config"].get("task") != task.config.task:
+        raise RunError(f"{run_dir / CHECKPOINT} is a {state['config'].get('task')} checkpoint; "
+                       f"{run_dir} is a {task.config.task} run")  # fmt: skip
     with rng_untouched():
         model = task.build_model()
-    model.load_state_dict(load_checkpoint(run_dir)["model"])
+    load_weights(model, state["model"], run_dir)
     return task, model.to(task.config.device).eval()
