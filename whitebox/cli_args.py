@@ -154,6 +154,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a data-parallel run started by `mpiexec -n N` (or `whitebox launch -n N "
+        "train ...`); --batch-size is the global batch, split over the ranks",
+    )
+    p.add_argument(
+        "--rank-timeout",
+        type=_positive_float,
+        default=300.0,
+        help="--distributed: seconds a rank waits for the others before ending the run (default 300)",
+    )
 
 
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> argparse.ArgumentParser:
@@ -205,4 +217,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p = command("download", "fetch a dataset into the cache")
     p.add_argument("name", help=", ".join(available_datasets()))
+    p = command("launch", "run `train ...` on N processes through mpiexec (pip install -e '.[distributed]')")
+    p.add_argument("-n", type=_positive_int, required=True, help="number of processes (ranks)")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, help="train and its arguments")
     return parser

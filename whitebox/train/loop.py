@@ -49,6 +49,22 @@ Example::
     history = fit(model, AdamW(model.parameters(), lr=1e-3), lambda e: loader_for(e), loss_fn,
                   epochs=10, base_lr=1e-3, warmup_steps=100, run_dir=Path("runs/x"),
                   config={"task": "image", ...}, seed=0)
+
+Data parallelism. Given a ``comm`` (``whitebox.distributed.init``) of W > 1 ranks, every rank runs
+``fit`` on its own share of each epoch (``batches(epoch)`` gives this rank's batches of B / W
+samples, the same number of steps on every rank), and the loop adds three things:
+
+* at the start, rank 0's parameters are broadcast, so every replica starts equal;
+* after ``backward()``, every gradient is replaced by its average over the ranks (an all-reduce),
+  before clipping: the mean over ranks of per-rank mean losses is the mean over the global batch,
+  so every replica takes the step one process would take with batch B;
+* at the end of an epoch the metric sums and sample counts are summed over the ranks, so the
+  record holds global averages; ``evaluate`` runs on every rank (the task shards and reduces it).
+
+Rank 0 alone writes ``run_dir`` and prints; every rank reads the checkpoint when resuming (the
+run directory must be visible to every rank), so a run resumes with any number of ranks. The
+device RNG of rank r > 0 is seeded with ``epoch_seed(seed, epoch, r)``, so dropout masks differ
+between ranks. The whole loop runs inside ``comm.guard()``: an exception on one rank ends them all.
 """
 
 from __future__ import annotations
@@ -64,6 +80,7 @@ import numpy as np
 from tqdm import tqdm
 
 from whitebox import backend
+from whitebox.distributed import Communicator, LocalCommunicator
 from whitebox.nn import Module
 from whitebox.optim import clip_grad_norm_, warmup_cosine
 from whitebox.serialization import load, save
@@ -76,9 +93,11 @@ CONFIG = "config.json"
 LossFn = Callable[[Module, Any], tuple[Tensor, dict[str, float]]]
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 31-bit seed for epoch ``epoch`` of a run seeded ``seed`` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] & 0x7FFFFFFF)
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 31-bit seed for epoch ``epoch`` of a run seeded ``seed`` (independent streams per epoch and
+    rank; rank 0 draws what a one-process run draws)."""
+    entropy = [int(seed), int(epoch)] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def save_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -134,8 +153,10 @@ def _train_epoch(
     step: int,
     clip_norm: float | None,
     bar: Any,
+    comm: Communicator,
 ) -> tuple[int, dict[str, float]]:
-    """One pass over ``batches``; returns the new step count and the n-weighted metric averages."""
+    """One pass over ``batches``; returns the new step count and the n-weighted metric averages
+    over every rank's samples."""
     params = model.parameters()
     sums: dict[str, float] = {}
     seen = 0
@@ -145,6 +166,7 @@ def _train_epoch(
         loss, metrics = loss_fn(model, batch)
         optimizer.zero_grad()
         loss.backward()
+        comm.allreduce_gradients(params)  # the mean gradient over the global batch
         if clip_norm:
             clip_grad_norm_(params, clip_norm)
         optimizer.step()
@@ -155,12 +177,14 @@ def _train_epoch(
             if key != "n":
                 sums[key] = sums.get(key, 0.0) + float(value) * n
         shown = {k: f"{sums[k] / seen:.4f}" for k in ("loss", "acc") if k in sums}
-        shown["samples/s"] = f"{seen / (time.perf_counter() - start):.0f}"
+        shown["samples/s"] = f"{seen * comm.world_size / (time.perf_counter() - start):.0f}"
         bar.set_postfix(shown, refresh=False)
         bar.update(1)
     if not seen:
         raise ValueError("fit: batches(epoch) yielded no batch")
-    averages = {k: v / seen for k, v in sums.items()}
+    keys = sorted(sums)  # the same keys on every rank
+    seen, *totals = comm.allreduce_sum([seen, *(sums[k] for k in keys)])
+    averages = {k: v / seen for k, v in zip(keys, totals, strict=True)}
     averages["samples"] = seen
     return step, averages
 
@@ -183,18 +207,20 @@ def fit(
     evaluate: Callable[[Module], dict[str, float]] | None = None,
     resume: bool = False,
     progress: bool = True,
+    comm: Communicator | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
     See the module docstring for the contract of ``batches``, ``loss_fn`` and ``evaluate``, the
-    learning-rate schedule and what is written to ``run_dir``. With ``resume=True`` and a
-    checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
-    returns at once); without one it starts from scratch.
+    learning-rate schedule, what is written to ``run_dir`` and what ``comm`` (default: one
+    process) changes. With ``resume=True`` and a checkpoint in ``run_dir`` the run continues
+    after its last completed epoch (a finished run returns at once); without one it starts from
+    scratch.
     """
     if epochs < 1:
         raise ValueError(f"fit: epochs must be >= 1, got {epochs}")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    comm = comm or LocalCommunicator()
     if steps_per_epoch is None:
         steps_per_epoch = len(batches(0))  # type: ignore[arg-type]
     total_steps = epochs * steps_per_epoch
@@ -203,55 +229,67 @@ def fit(
     def lr_at(step: int) -> float:
         return warmup_cosine(step + 1, total_steps, warmup_steps, base_lr, min_lr)
 
-    start_epoch, step = 0, 0
+    with comm.guard():
+        start_epoch, step, history = _start(model, optimizer, run_dir, config, resume=resume, comm=comm)
+        for epoch in range(start_epoch, epochs):
+            backend.manual_seed(epoch_seed(seed, epoch, comm.rank))
+            model.train()
+            tic = time.perf_counter()
+            with tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                # None: no bar when stderr is not a terminal; no bar but rank 0's
+                disable=None if progress and comm.is_root else True,
+                leave=False,
+                dynamic_ncols=True,
+            ) as bar:
+                step, train = _train_epoch(
+                    model,
+                    optimizer,
+                    batches(epoch),
+                    loss_fn,
+                    lr_at=lr_at,
+                    step=step,
+                    clip_norm=clip_norm,
+                    bar=bar,
+                    comm=comm,
+                )
+            seconds = time.perf_counter() - tic
+            record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
+            record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
+            record["seconds"] = seconds
+            record["samples_per_s"] = train["samples"] / seconds
+            if evaluate is not None:
+                with no_grad(), model.evaluating():
+                    record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
+            history.append(record)
+            if comm.is_root:
+                save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
+                with (run_dir / METRICS).open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if progress:
+                    tqdm.write(_summary(record, epochs))
+    model.eval()
+    return history
+
+
+def _start(
+    model: Module, optimizer: Any, run_dir: Path, config: dict[str, Any], *, resume: bool, comm: Communicator
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """(first epoch, step, records so far): load the checkpoint to resume from on every rank,
+    broadcast rank 0's parameters, and (rank 0) write the config and the metrics kept."""
+    start_epoch, step, history = 0, 0, []
     if resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = [r for r in read_metrics(run_dir) if r["epoch"] < start_epoch]
-    else:
-        history = []
-    save_config(run_dir, config)
-    (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
-
-    for epoch in range(start_epoch, epochs):
-        backend.manual_seed(epoch_seed(seed, epoch))
-        model.train()
-        tic = time.perf_counter()
-        with tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=None if progress else True,  # None: no bar when stderr is not a terminal
-            leave=False,
-            dynamic_ncols=True,
-        ) as bar:
-            step, train = _train_epoch(
-                model,
-                optimizer,
-                batches(epoch),
-                loss_fn,
-                lr_at=lr_at,
-                step=step,
-                clip_norm=clip_norm,
-                bar=bar,
-            )
-        seconds = time.perf_counter() - tic
-        record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
-        record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
-        record["seconds"] = seconds
-        record["samples_per_s"] = train["samples"] / seconds
-        if evaluate is not None:
-            with no_grad(), model.evaluating():
-                record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
-        save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
-        with (run_dir / METRICS).open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        history.append(record)
-        if progress:
-            tqdm.write(_summary(record, epochs))
-    model.eval()
-    return history
+    comm.broadcast_parameters(model)  # every rank has read what it needs: rank 0 may now write
+    if comm.is_root:
+        save_config(run_dir, config)
+        (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
+    return start_epoch, step, history
 
 
 def _summary(record: dict[str, Any], epochs: int) -> str:
