@@ -8,11 +8,13 @@ split into
 
     data     drawing and augmenting this rank's batch (``task.batches``),
     compute  forward, loss and backward,
-    comm     ``comm.allreduce_gradients`` (bucketed all-reduce, then / W); this includes the time
-             a rank waits for the slower one to arrive, so uneven ranks show up here,
+    wait     a barrier before the all-reduce: the time a rank waits for the slower one (uneven
+             load, on a shared machine above all); it costs one tiny collective a step,
+    comm     ``comm.allreduce_gradients`` once every rank has arrived (bucketed all-reduce, / W),
     update   gradient clipping and the AdamW step,
 
-each averaged over the ranks; samples/s = B x steps / (rank 0's wall time of the timed steps).
+each averaged over the ranks (the shares are of their sum); samples/s = B x steps / (rank 0's wall
+time of the timed steps).
 One BLAS thread per rank (OPENBLAS_NUM_THREADS=1), so 2 ranks use the 2 cores one rank leaves
 idle. Every configuration is repeated ``--repeats`` times, alternating 1 and 2 ranks; the table
 shows the mean and the range.
@@ -56,7 +58,7 @@ def worker(args: argparse.Namespace) -> None:
         comm.broadcast_parameters(model)
         optimizer = build_optimizer(config, model)
         params = model.parameters()
-        times = dict.fromkeys(("data", "compute", "comm", "update"), 0.0)
+        times = dict.fromkeys(("data", "compute", "wait", "comm", "update"), 0.0)
         batches = iter(run.batches(0))
         comm.barrier()
         for i in range(args.warmup + args.steps):
@@ -71,12 +73,14 @@ def worker(args: argparse.Namespace) -> None:
             optimizer.zero_grad()
             loss.backward()
             t2 = time.perf_counter()
+            comm.barrier()
+            t2b = time.perf_counter()
             comm.allreduce_gradients(params)
             t3 = time.perf_counter()
             clip_grad_norm_(params, config.clip_norm)
             optimizer.step()
             t4 = time.perf_counter()
-            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t2b - t2, t3 - t2b, t4 - t3), strict=True):
                 times[key] += dt
         wall = time.perf_counter() - start
         mean = comm.allreduce_sum(list(times.values())) / comm.world_size / args.steps
@@ -131,16 +135,16 @@ def main() -> None:
     for _ in range(args.repeats):
         for ranks in args.ranks:
             results[ranks].append(launch(ranks, args))
-    keys = ("samples_per_s", "data_ms", "compute_ms", "comm_ms", "update_ms")
-    print(f"{'ranks':>5}  " + "  ".join(f"{k:>22}" for k in keys) + "  comm share")
+    keys = ("samples_per_s", "data_ms", "compute_ms", "wait_ms", "comm_ms", "update_ms")
+    print(f"{'ranks':>5}  " + "  ".join(f"{k:>20}" for k in keys) + "  wait share  comm share")
     for ranks, rows in results.items():
         cells = []
         for k in keys:
             v = np.array([r[k] for r in rows])
-            cells.append(f"{v.mean():9.1f} [{v.min():.1f}, {v.max():.1f}]".rjust(22))
+            cells.append(f"{v.mean():7.1f} [{v.min():.1f}, {v.max():.1f}]".rjust(20))
         step = sum(np.mean([r[k] for r in rows]) for k in keys[1:])
-        share = np.mean([r["comm_ms"] for r in rows]) / step
-        print(f"{ranks:>5}  " + "  ".join(cells) + f"  {share:10.1%}")
+        wait, comm = (np.mean([r[k] for r in rows]) / step for k in ("wait_ms", "comm_ms"))
+        print(f"{ranks:>5}  " + "  ".join(cells) + f"  {wait:10.1%}  {comm:10.1%}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared: timings are noisy)")
 
 
