@@ -3,8 +3,9 @@
 The 2-rank runs train a tiny CRATE on a small .npz of images (no augmentation, no dropout, a
 constant learning rate) and are compared with the same run on one process: the same weights
 within float32 tolerance, the same evaluation, and a 2-rank checkpoint that resumes on 1 rank and
-on 2. They skip, with the install hint, where mpi4py or mpiexec is missing. The sharding of the
-data loader and the language batches is checked in one process.
+on 2; a language model on 2 ranks matches one too (its batches' rows and validation windows split
+between the ranks). They skip, with the install hint, where mpi4py or mpiexec is missing. The
+sharding of the data loader and the language batches is checked in one process.
 """
 
 from __future__ import annotations
@@ -177,6 +178,36 @@ def test_a_killed_rank_ends_the_run_and_is_named(data: Path, tmp_path: Path) -> 
     assert re.search(rf"PID {pid.group(1)}\b|rank\(s\) 1 never reached", output), output
 
 
+def test_a_language_model_on_two_ranks_matches_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each rank keeps half the rows of every batch and scores half the validation windows."""
+    monkeypatch.setenv("WHITEBOX_DATA", str(tmp_path / "cache"))  # the ranks inherit it through _env()
+    text = tmp_path / "t.txt"
+    text.write_text("It was the best of times, it was the worst of times; it was the age of wisdom. " * 30)
+    lm = [
+        "train",
+        "--task",
+        "lm",
+        "--data",
+        str(text),
+        "--preset",
+        "tiny",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+    ]
+    lm += ["--block-size", "16", "--lr", "0.01", "--warmup-steps", "0", "--quiet"]
+    _two_ranks(*lm, "--out", str(tmp_path / "two"))
+    assert main([*lm, "--out", str(tmp_path / "one")]) == 0
+    for name, value in _weights(tmp_path / "one").items():
+        np.testing.assert_allclose(
+            _weights(tmp_path / "two")[name], value, rtol=1e-4, atol=1e-6, err_msg=name
+        )
+    one, two = _metrics(tmp_path / "one")[-1], _metrics(tmp_path / "two")[-1]
+    for key in ("train_loss", "eval_loss", "eval_ppl", "eval_bpc"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+
+
 # ---- sharding, in one process -------------------------------------------------------------------
 class Rank(Communicator):
     """Rank ``rank`` of ``world_size`` for building a task's data in one process (no collectives)."""
@@ -225,3 +256,8 @@ def test_language_ranks_take_the_rows_of_the_one_process_batch(
             for r, shard in enumerate(shards):
                 rows[r::3] = shard[part]
             np.testing.assert_array_equal(rows, full[part])
+
+
+def test_launch_runs_train_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", "-n", "2", "eval", "runs/x"]) == 2
+    assert "launch runs `train ...` on several processes" in capsys.readouterr().err
