@@ -285,7 +285,8 @@ def _start(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = [r for r in read_metrics(run_dir) if r["epoch"] < start_epoch]
-    comm.broadcast_parameters(model)  # every rank has read what it needs: rank 0 may now write
+    comm.barrier()  # every rank has read the run directory: rank 0 may now write to it
+    comm.broadcast_parameters(model)
     if comm.is_root:
         save_config(run_dir, config)
         (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
