@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -59,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
         optimizer = build_optimizer(config, model)
         params = model.parameters()
         times = dict.fromkeys(("data", "compute", "wait", "comm", "update"), 0.0)
-        batches = iter(run.batches(0))
+        batches = (batch for epoch in itertools.count() for batch in run.batches(epoch))
         comm.barrier()
         for i in range(args.warmup + args.steps):
             if i == args.warmup:
@@ -111,7 +112,9 @@ def launch(ranks: int, args: argparse.Namespace) -> dict:
         args.data,
     ]
     env = os.environ | {"PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
