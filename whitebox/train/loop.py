@@ -69,6 +69,7 @@ between ranks. The whole loop runs inside ``comm.guard()``: an exception on one 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -189,6 +190,20 @@ def _train_epoch(
     return step, averages
 
 
+def _guarded(fit: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[dict[str, Any]]]:
+    """``fit`` run inside ``comm.guard()`` (``comm`` None: one process), so that an exception on
+    one rank ends every rank instead of leaving them blocked in their next collective."""
+
+    @functools.wraps(fit)
+    def run(*args: Any, comm: Communicator | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        comm = comm or LocalCommunicator()
+        with comm.guard():
+            return fit(*args, comm=comm, **kwargs)
+
+    return run
+
+
+@_guarded
 def fit(
     model: Module,
     optimizer: Any,
@@ -212,15 +227,16 @@ def fit(
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
     See the module docstring for the contract of ``batches``, ``loss_fn`` and ``evaluate``, the
-    learning-rate schedule, what is written to ``run_dir`` and what ``comm`` (default: one
-    process) changes. With ``resume=True`` and a checkpoint in ``run_dir`` the run continues
-    after its last completed epoch (a finished run returns at once); without one it starts from
-    scratch.
+    learning-rate schedule, what is written to ``run_dir`` and what ``comm`` (a
+    ``whitebox.distributed`` communicator; default: one process) changes. With ``resume=True`` and a
+    checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
+    returns at once); without one it starts from scratch.
     """
+    assert comm is not None  # ``_guarded`` gives one
     if epochs < 1:
         raise ValueError(f"fit: epochs must be >= 1, got {epochs}")
     run_dir = Path(run_dir)
-    comm = comm or LocalCommunicator()
+    run_dir.mkdir(parents=True, exist_ok=True)
     if steps_per_epoch is None:
         steps_per_epoch = len(batches(0))  # type: ignore[arg-type]
     total_steps = epochs * steps_per_epoch
@@ -229,68 +245,60 @@ def fit(
     def lr_at(step: int) -> float:
         return warmup_cosine(step + 1, total_steps, warmup_steps, base_lr, min_lr)
 
-    with comm.guard():
-        start_epoch, step, history = _start(model, optimizer, run_dir, config, resume=resume, comm=comm)
-        for epoch in range(start_epoch, epochs):
-            backend.manual_seed(epoch_seed(seed, epoch, comm.rank))
-            model.train()
-            tic = time.perf_counter()
-            with tqdm(
-                total=steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                # None: no bar when stderr is not a terminal; no bar but rank 0's
-                disable=None if progress and comm.is_root else True,
-                leave=False,
-                dynamic_ncols=True,
-            ) as bar:
-                step, train = _train_epoch(
-                    model,
-                    optimizer,
-                    batches(epoch),
-                    loss_fn,
-                    lr_at=lr_at,
-                    step=step,
-                    clip_norm=clip_norm,
-                    bar=bar,
-                    comm=comm,
-                )
-            seconds = time.perf_counter() - tic
-            record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
-            record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
-            record["seconds"] = seconds
-            record["samples_per_s"] = train["samples"] / seconds
-            if evaluate is not None:
-                with no_grad(), model.evaluating():
-                    record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
-            history.append(record)
-            if comm.is_root:
-                save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
-                with (run_dir / METRICS).open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if progress:
-                    tqdm.write(_summary(record, epochs))
-    model.eval()
-    return history
-
-
-def _start(
-    model: Module, optimizer: Any, run_dir: Path, config: dict[str, Any], *, resume: bool, comm: Communicator
-) -> tuple[int, int, list[dict[str, Any]]]:
-    """(first epoch, step, records so far): load the checkpoint to resume from on every rank,
-    broadcast rank 0's parameters, and (rank 0) write the config and the metrics kept."""
-    start_epoch, step, history = 0, 0, []
+    start_epoch, step = 0, 0
     if resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = [r for r in read_metrics(run_dir) if r["epoch"] < start_epoch]
+    else:
+        history = []
     comm.barrier()  # every rank has read the run directory: rank 0 may now write to it
-    comm.broadcast_parameters(model)
+    comm.broadcast_parameters(model)  # every replica starts from rank 0's weights
     if comm.is_root:
         save_config(run_dir, config)
         (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
-    return start_epoch, step, history
+
+    for epoch in range(start_epoch, epochs):
+        backend.manual_seed(epoch_seed(seed, epoch, comm.rank))
+        model.train()
+        tic = time.perf_counter()
+        with tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=None if progress and comm.is_root else True,  # None: no bar when stderr is not a terminal
+            leave=False,
+            dynamic_ncols=True,
+        ) as bar:
+            step, train = _train_epoch(
+                model,
+                optimizer,
+                batches(epoch),
+                loss_fn,
+                lr_at=lr_at,
+                step=step,
+                clip_norm=clip_norm,
+                bar=bar,
+                comm=comm,
+            )
+        seconds = time.perf_counter() - tic
+        record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
+        record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
+        record["seconds"] = seconds
+        record["samples_per_s"] = train["samples"] / seconds
+        if evaluate is not None:
+            with no_grad(), model.evaluating():
+                record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
+        history.append(record)
+        if comm.is_root:  # rank 0 alone writes and prints
+            save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
+            with (run_dir / METRICS).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if progress:
+                tqdm.write(_summary(record, epochs))
+    model.eval()
+    return history
 
 
 def _summary(record: dict[str, Any], epochs: int) -> str:
