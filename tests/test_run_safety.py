@@ -23,7 +23,7 @@ from whitebox.nn import Linear, Module
 from whitebox.optim import AdamW
 from whitebox.tensor import Tensor
 from whitebox.train import fit, load_checkpoint, read_metrics
-from whitebox.train.loop import DivergedError
+from whitebox.train.run_files import DivergedError
 
 IMAGE = ["train", "--data", "digits", "--patch-size", "4", "--dim", "16", "--depth", "1", "--heads", "2",
          "--batch-size", "256", "--quiet"]  # fmt: skip

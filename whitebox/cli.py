@@ -11,6 +11,8 @@ Subcommands (``python -m whitebox CMD --help`` for the options):
     demo        train CRATE on mnist5k on the CPU, then print and plot what it learned
     sample      generate text from a language-model run
     download    fetch a dataset into the cache
+    launch      run a command on N processes with MPI: ``launch -n 2 train ...`` is
+                ``mpiexec -n 2 python -m whitebox train ... --distributed``
 
 This module turns arguments into calls: the parser is ``whitebox.cli_args``, training
 ``whitebox.train``, reports and figures ``whitebox.report``. A run directory holds
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -31,14 +35,14 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-from whitebox import backend, measure, report, viz
+from whitebox import backend, distributed, measure, report, viz
 from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, check_out, data_names
 from whitebox.data import load_dataset
 from whitebox.data.download import ChecksumError
 from whitebox.data.text import CORPORA, load_corpus
 from whitebox.train import classify, language, task
 from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
-from whitebox.train.loop import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
+from whitebox.train.run_files import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
 
 #: The runs ``figures`` reads: name -> (run directory, the command that makes it).
 FIGURE_RUNS = {
@@ -100,15 +104,41 @@ def cmd_train(args: argparse.Namespace) -> None:
         saved = read_config(args.out)
         check_applicable(saved.task, saved.model, given)
         config, note = resume_config(saved, given, load_checkpoint(args.out)["epoch"] + 1)
-        print(f"resuming {args.out}: {note}")
     else:
         check_applicable(args.task or "image", args.model or "crate", given)
         try:
             config = _config(args)
         except (ValueError, FileNotFoundError) as exc:  # a bad setting, a dataset not downloaded
             raise UsageError(str(exc)) from exc
-    result = task.train(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(task.make_task(config, args.out).summary(result))
+    comm = distributed.init(config.device, timeout=args.rank_timeout) if args.distributed else None
+    say = print if comm is None or comm.is_root else lambda *_: None  # rank 0 alone prints
+    if comm is not None:
+        if config.batch_size % comm.world_size:
+            raise UsageError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of "
+                             f"the {comm.world_size} ranks")  # fmt: skip
+        say(f"data parallel over {comm.describe()}; {config.batch_size // comm.world_size} samples per rank")
+    if args.resume:
+        say(f"resuming {args.out}: {note}")
+    result = task.train(config, args.out, resume=args.resume, progress=not args.quiet, comm=comm)
+    say(task.make_task(config, args.out).summary(result))
+    if comm is not None:
+        comm.close()
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    if not args.command_line or args.command_line[0] != "train":
+        raise UsageError("launch runs `train ...` on several processes: launch -n 2 train --out RUN ...")
+    here = Path(sys.executable).parent
+    mpiexec = shutil.which("mpiexec", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
+    if mpiexec is None:
+        raise UsageError(f"launch needs mpiexec, which is not on the PATH: {distributed.INSTALL_HINT}")
+    command = [mpiexec, "-n", str(args.n), sys.executable, "-m", "whitebox", *args.command_line]
+    if "--distributed" not in command:
+        command.append("--distributed")
+    print(" ".join(command), flush=True)
+    status = subprocess.run(command, check=False).returncode
+    if status:
+        raise SystemExit(status)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -231,6 +261,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "sample": cmd_sample,
     "download": cmd_download,
+    "launch": cmd_launch,
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from whitebox.data import available_datasets
 from whitebox.data.text import CORPORA
-from whitebox.train.loop import CONFIG
+from whitebox.train.run_files import CONFIG
 
 TASKS = ("image", "lm", "mlm")
 MODEL_CHOICES = ("crate", "vit", "gpt", "bert")
@@ -191,6 +191,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="continue the run in --out from its last checkpoint (--epochs / --steps extend it, --lr, "
         "--min-lr, --warmup-steps, --clip-norm may change; the model, its data and tokenizer cannot)",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a data-parallel run started by `mpiexec -n N` (or `whitebox launch -n N "
+        "train ...`); --batch-size is the global batch, split over the ranks",
+    )
+    p.add_argument(
+        "--rank-timeout",
+        type=_positive_float,
+        default=300.0,
+        help="--distributed: seconds a rank waits for the others before ending the run (default 300)",
+    )
 
 
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> argparse.ArgumentParser:
@@ -242,4 +254,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p = command("download", "fetch a dataset or a corpus into the cache")
     p.add_argument("name", help=", ".join(data_names()))
+    p = command("launch", "run `train ...` on N processes through mpiexec (pip install -e '.[distributed]')")
+    p.add_argument("-n", type=_positive_int, required=True, help="number of processes (ranks)")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, help="train and its arguments")
     return parser

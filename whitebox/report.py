@@ -14,7 +14,7 @@ from typing import Any
 from whitebox import measure, viz
 from whitebox.crate import intermediates
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
-from whitebox.train.loop import CHECKPOINT, RunError, read_metrics
+from whitebox.train.run_files import CHECKPOINT, RunError, read_metrics
 from whitebox.train.task import open_run
 
 __all__ = [

@@ -32,6 +32,7 @@ from whitebox.crate import CRATE, PRESETS, ViT
 from whitebox.data import DataLoader, ImageDataset, RandomCrop, RandomHorizontalFlip, load_dataset
 from whitebox.data.augment import Augment, Compose
 from whitebox.data.datasets import available_datasets
+from whitebox.distributed import Communicator
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 from whitebox.train import data_source
@@ -122,8 +123,11 @@ def augmentation(dataset: ImageDataset) -> Augment:
     return Compose(steps)
 
 
-def accuracy(model: Module, loader: DataLoader, label_smoothing: float = 0.0) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``, in eval mode."""
+def accuracy(
+    model: Module, loader: DataLoader, label_smoothing: float = 0.0, comm: Communicator | None = None
+) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``, in eval mode; with
+    ``comm``, over the loaders of every rank (the counts and sums are added up over the ranks)."""
     correct, loss, n = 0, 0.0, 0
     with no_grad(), model.evaluating():
         for images, labels in loader:
@@ -131,6 +135,8 @@ def accuracy(model: Module, loader: DataLoader, label_smoothing: float = 0.0) ->
             loss += F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item() * len(labels)
             correct += int((logits.data.argmax(-1) == labels).sum())
             n += len(labels)
+    if comm is not None:
+        correct, loss, n = comm.allreduce_sum([correct, loss, n])
     return {"acc": correct / n, "loss": loss / n}
 
 
@@ -139,16 +145,18 @@ class ImageClassification(data_source.ImageSource, Task):
 
     config: ImageConfig
 
-    def __init__(self, config: ImageConfig, run_dir: Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: ImageConfig, run_dir: Path, comm: Communicator | None = None) -> None:
+        super().__init__(config, run_dir, comm)
         train = self.dataset("train")
-        self.loader = DataLoader(
+        self.loader = DataLoader(  # this rank's share of each epoch
             train,
-            config.batch_size,
+            self.comm.local_batch_size(config.batch_size),
             shuffle=True,
             seed=config.seed,
             augment=augmentation(train) if config.augment else None,
             device=config.device,
+            rank=self.comm.rank,
+            world_size=self.comm.world_size,
         )
         self.steps_per_epoch = len(self.loader)
         self._test: DataLoader | None = None
@@ -171,15 +179,19 @@ class ImageClassification(data_source.ImageSource, Task):
         return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing), {"acc": acc}
 
     def test_loader(self, batch_size: int = 500) -> DataLoader:
-        """The test split, in order, normalized with the train statistics."""
+        """This rank's share of the test split (every ``world_size``-th image), in order, normalized
+        with the train statistics."""
         if self._test is None:
             test = self.dataset("test")
+            if self.comm.world_size > 1:
+                mine = slice(self.comm.rank, None, self.comm.world_size)
+                test = dataclasses.replace(test, images=test.images[mine], labels=test.labels[mine])
             self._test = DataLoader(test, batch_size, shuffle=False, device=self.config.device)
         return self._test
 
     def evaluate(self, model: Module, limit: int | None = None) -> dict[str, float]:
-        """Test-split accuracy and cross-entropy (``limit`` is ignored: the whole split)."""
-        return accuracy(model, self.test_loader())
+        """Test-split accuracy and cross-entropy over every rank (``limit`` is ignored: the whole split)."""
+        return accuracy(model, self.test_loader(), comm=self.comm)
 
     def heldout_images(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """``n`` test images spread evenly over the test split (every class appears even where the

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 from whitebox.nn import Module
 from whitebox.optim import AdamW, Lion
-from whitebox.train.loop import CONFIG, save_config
+from whitebox.train.run_files import CONFIG, save_config
 
 CONFIG_VERSION = 2
 #: The longest context a language run may ask for (attention memory grows as its square).

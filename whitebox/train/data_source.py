@@ -20,7 +20,7 @@ from typing import Any
 from whitebox.data.datasets import ImageDataset, available_datasets, load_dataset
 from whitebox.data.user_images import ImageData, load_image_data
 from whitebox.train.config import ConfigError
-from whitebox.train.loop import CHECKPOINT
+from whitebox.train.run_files import CHECKPOINT
 
 DATA_RECORD = "data.json"
 #: The seed of the held-out split of your own images (fixed, like the built-in datasets' split,

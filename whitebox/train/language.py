@@ -47,11 +47,12 @@ from whitebox.data.text import CORPORA, get_batch, load_corpus, split, windows
 from whitebox.data.tokenizers import MASK, Tokenizer, load_tokenizer, train_tokenizer
 from whitebox.data.tokenizers import from_dict as tokenizer_from_dict
 from whitebox.data.user_text import Corpus, encode_corpus, read_corpus
+from whitebox.distributed import Communicator
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 from whitebox.train import data_source
 from whitebox.train.config import ConfigError, LMConfig, MLMConfig, config_class, validate
-from whitebox.train.loop import RunError, load_checkpoint, write_text_atomic
+from whitebox.train.run_files import RunError, load_checkpoint, write_text_atomic
 from whitebox.train.task import Task, open_run
 
 TOKENIZER = "tokenizer.json"
@@ -125,8 +126,9 @@ class LanguageModelling(Task):
 
     config: LMConfig
 
-    def __init__(self, config: LMConfig, run_dir: Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: LMConfig, run_dir: Path, comm: Communicator | None = None) -> None:
+        super().__init__(config, run_dir, comm)
+        self.comm.local_batch_size(config.batch_size)  # the ranks must divide the batch
         self.steps_per_epoch = config.steps_per_epoch
         self.eval_limit = config.eval_windows
         self._tokenizer: Tokenizer | None = None
@@ -224,11 +226,14 @@ class LanguageModelling(Task):
         return mask_tokens(x, rng, tok.mask_id, tok.n_regular, self.config.mask_prob)  # type: ignore[attr-defined]
 
     def batches(self, epoch: int) -> Any:
-        c = self.config
+        """This rank's rows of each global batch: every rank draws the whole batch (a few index
+        arrays) and keeps every ``world_size``-th window, so any number of ranks sees the same data."""
+        c, mine = self.config, slice(self.comm.rank, None, self.comm.world_size)
         rng = np.random.default_rng([c.seed, epoch])
         for _ in range(c.steps_per_epoch):
             x, y = get_batch(self.train_ids, c.block_size, c.batch_size, rng)
-            yield self._corrupt(x, rng) if c.task == "mlm" else (x, y)
+            x, y = self._corrupt(x, rng) if c.task == "mlm" else (x, y)
+            yield x[mine], y[mine]
 
     def loss(self, model: Module, batch: tuple[np.ndarray, np.ndarray]) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy of the batch's targets (``IGNORE_INDEX`` positions count for nothing)."""
@@ -244,12 +249,14 @@ class LanguageModelling(Task):
 
     @no_grad()
     def evaluate(self, model: Module, limit: int | None = None) -> dict[str, float]:
-        """The module docstring's metrics over (the first ``limit``) validation windows."""
+        """The module docstring's metrics over (the first ``limit``) validation windows; each rank
+        scores every ``world_size``-th window and the sums are added up over the ranks."""
         c, tok = self.config, self.tokenizer
         x, y = windows(self.val_ids, c.block_size)
         x, y = x[:limit], y[:limit]
         if c.task == "mlm":
             x, y = self._corrupt(x, np.random.default_rng(EVAL_SEED))
+        x, y = x[self.comm.rank :: self.comm.world_size], y[self.comm.rank :: self.comm.world_size]
         nll, correct = 0.0, 0
         with model.evaluating():
             for start in range(0, len(x), 64):
@@ -258,10 +265,12 @@ class LanguageModelling(Task):
                 nll += F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
                 pred = backend.to_numpy(logits.data).argmax(axis=-1)
                 correct += int((pred == targets).sum())
-        n = max(int((y != IGNORE_INDEX).sum()), 1)
+        chars = sum(len(tok.decode(row)) for row in y) if c.task == "lm" else 0
+        n = int((y != IGNORE_INDEX).sum())
+        nll, correct, n, chars = self.comm.allreduce_sum([nll, correct, n, chars])
+        n = max(n, 1)
         out = {"loss": nll / n, "ppl": math.exp(min(nll / n, 50.0))}
         if c.task == "lm":
-            chars = sum(len(tok.decode(row)) for row in y)
             out["bpc"] = nll / chars / math.log(2)
         else:
             out["acc"] = correct / n

@@ -60,11 +60,27 @@ Example::
     history = fit(model, AdamW(model.parameters(), lr=1e-3), lambda e: loader_for(e), loss_fn,
                   epochs=10, base_lr=1e-3, warmup_steps=100, run_dir=Path("runs/x"),
                   config={"task": "image", ...}, seed=0)
+
+Data parallelism. Given a ``comm`` (``whitebox.distributed.init``) of W > 1 ranks, every rank runs
+``fit`` on its own share of each epoch (``batches(epoch)`` gives this rank's batches of B / W
+samples, the same number of steps on every rank), and the loop adds three things:
+
+* at the start, rank 0's parameters are broadcast, so every replica starts equal;
+* after ``backward()``, every gradient is replaced by its average over the ranks (an all-reduce),
+  before clipping: the mean over ranks of per-rank mean losses is the mean over the global batch,
+  so every replica takes the step one process would take with batch B;
+* at the end of an epoch the metric sums and sample counts are summed over the ranks, so the
+  record holds global averages; ``evaluate`` runs on every rank (the task shards and reduces it).
+
+Rank 0 alone writes ``run_dir`` and prints; every rank reads the checkpoint when resuming (the
+run directory must be visible to every rank), so a run resumes with any number of ranks. The
+device RNG of rank r > 0 is seeded with ``epoch_seed(seed, epoch, r)``, so dropout masks differ
+between ranks. The whole loop runs inside ``comm.guard()``: an exception on one rank ends them all.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import sys
 import time
@@ -76,141 +92,33 @@ import numpy as np
 from tqdm import tqdm
 
 from whitebox import backend
+from whitebox.distributed import Communicator, LocalCommunicator
 from whitebox.nn import Module
 from whitebox.optim import clip_grad_norm_, warmup_cosine
-from whitebox.serialization import atomic_write, load, save
 from whitebox.tensor import Tensor, no_grad
+from whitebox.train.run_files import (
+    CHECKPOINT,
+    DivergedError,
+    RunError,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_config,
+    strict_record,
+    write_metrics,
+)
 
-CHECKPOINT = "checkpoint.npz"
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
 #: An epoch whose mean loss exceeds GROWTH x the first step's loss is warned about.
 GROWTH = 4.0
 
 LossFn = Callable[[Module, Any], tuple[Tensor, dict[str, float]]]
 
 
-class RunError(ValueError):
-    """A run that cannot be read or go on: a damaged or foreign checkpoint, a torn config."""
-
-
-class DivergedError(RunError):
-    """Training reached a non-finite loss or non-finite weights."""
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 31-bit seed for epoch ``epoch`` of a run seeded ``seed`` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed over it."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def save_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Write ``run_dir/config.json`` (sorted keys, indented), atomically."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def _finite_or_none(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def strict_record(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with every non-finite float replaced by None (so that it is strict JSON)."""
-    return {k: _finite_or_none(v) for k, v in record.items()}
-
-
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Write ``run_dir/metrics.jsonl``, one strict-JSON line per record, atomically."""
-    lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in history)
-    write_text_atomic(Path(run_dir) / METRICS, lines)
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``, one per completed epoch (a torn last line is skipped)."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    try:
-        return [json.loads(line) for line in lines[:-1]] + [json.loads(line) for line in lines[-1:]]
-    except json.JSONDecodeError as exc:
-        if exc.doc != lines[-1]:
-            raise RunError(f"{path}: a line is not JSON ({exc})") from None
-        return [json.loads(line) for line in lines[:-1]]
-
-
-def save_checkpoint(
-    run_dir: Path,
-    model: Module,
-    optimizer: Any,
-    *,
-    epoch: int,
-    step: int,
-    seed: int,
-    config: dict[str, Any],
-    history: list[dict[str, Any]] | None = None,
-    start_loss: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``run_dir/checkpoint.npz`` (``whitebox.save`` writes a temporary file, then renames it).
-
-    Raises ``DivergedError`` (and writes nothing) when a weight is not finite."""
-    path = Path(run_dir) / CHECKPOINT
-    weights = {k: backend.to_numpy(v) for k, v in model.state_dict().items()}
-    bad = [k for k, v in weights.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
-    if bad:
-        raise DivergedError(
-            f"training diverged in epoch {epoch + 1}: weights {', '.join(bad[:3])} are not finite "
-            "(not saved); try a lower learning rate (--lr)"
-        )
-    state = {
-        **(extra or {}),
-        "model": weights,
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "seed": seed,
-        "config": config,
-        "history": json.dumps([strict_record(r) for r in history or []]),
-        "start_loss": start_loss,
-    }
-    save(path, state)
-    return path
-
-
-def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read ``run_dir/checkpoint.npz``: keys model, optimizer, epoch, step, seed, config (a dict),
-    history (a list of records; read from ``metrics.jsonl`` for checkpoints without one), and any
-    extra keys. A missing, damaged or foreign file raises ``RunError`` naming it."""
-    try:
-        state = load(Path(run_dir) / CHECKPOINT)
-    except (ValueError, OSError) as exc:
-        raise RunError(str(exc)) from None
-    missing = {"model", "optimizer", "epoch", "step", "config"} - set(state)
-    if missing:
-        raise RunError(
-            f"{Path(run_dir) / CHECKPOINT} is not a training checkpoint (no {', '.join(sorted(missing))})"
-        )
-    history = state.get("history")
-    state["history"] = json.loads(history) if isinstance(history, str) else read_metrics(run_dir)
-    return state
-
-
-def load_weights(model: Module, weights: dict[str, Any], run_dir: Path) -> None:
-    """``model.load_state_dict(weights)``; a checkpoint of another model raises ``RunError``."""
-    try:
-        model.load_state_dict(weights)
-    except (KeyError, ValueError, TypeError) as exc:
-        detail = " ".join(str(exc).split())
-        detail = detail if len(detail) < 300 else detail[:300] + " ..."
-        raise RunError(
-            f"{Path(run_dir) / CHECKPOINT} does not fit the model of {Path(run_dir) / CONFIG} "
-            f"(another architecture or task?): {detail}"
-        ) from None
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 31-bit seed for epoch ``epoch`` of a run seeded ``seed`` (independent streams per epoch and
+    rank; rank 0 draws what a one-process run draws)."""
+    entropy = [int(seed), int(epoch)] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _num_samples(batch: Any, metrics: dict[str, float]) -> int:
@@ -259,8 +167,10 @@ def _train_epoch(
     clip_norm: float | None,
     bar: Any,
     watch: _LossWatch,
+    comm: Communicator,
 ) -> tuple[int, dict[str, float]]:
-    """One pass over ``batches``; returns the new step count and the n-weighted metric averages."""
+    """One pass over ``batches``; returns the new step count and the n-weighted metric averages
+    over every rank's samples."""
     params = model.parameters()
     sums: dict[str, float] = {}
     seen = 0
@@ -272,6 +182,7 @@ def _train_epoch(
         watch.see(value, step, optimizer.lr)
         optimizer.zero_grad()
         loss.backward()
+        comm.allreduce_gradients(params)  # the mean gradient over the global batch
         if clip_norm:
             clip_grad_norm_(params, clip_norm)
         optimizer.step()
@@ -282,16 +193,32 @@ def _train_epoch(
             if key != "n":
                 sums[key] = sums.get(key, 0.0) + float(v) * n
         shown = {k: f"{sums[k] / seen:.4f}" for k in ("loss", "acc") if k in sums}
-        shown["samples/s"] = f"{seen / (time.perf_counter() - start):.0f}"
+        shown["samples/s"] = f"{seen * comm.world_size / (time.perf_counter() - start):.0f}"
         bar.set_postfix(shown, refresh=False)
         bar.update(1)
     if not seen:
         raise ValueError("fit: batches(epoch) yielded no batch")
-    averages = {k: v / seen for k, v in sums.items()}
+    keys = sorted(sums)  # the same keys on every rank
+    seen, *totals = comm.allreduce_sum([seen, *(sums[k] for k in keys)])
+    averages = {k: v / seen for k, v in zip(keys, totals, strict=True)}
     averages["samples"] = seen
     return step, averages
 
 
+def _guarded(fit: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[dict[str, Any]]]:
+    """``fit`` run inside ``comm.guard()`` (``comm`` None: one process), so that an exception on
+    one rank ends every rank instead of leaving them blocked in their next collective."""
+
+    @functools.wraps(fit)
+    def run(*args: Any, comm: Communicator | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        comm = comm or LocalCommunicator()
+        with comm.guard():
+            return fit(*args, comm=comm, **kwargs)
+
+    return run
+
+
+@_guarded
 def fit(
     model: Module,
     optimizer: Any,
@@ -311,15 +238,18 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    comm: Communicator | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
     See the module docstring for the contract of ``batches``, ``loss_fn`` and ``evaluate``, the
-    learning-rate schedule and what is written to ``run_dir``. With ``resume=True`` and a
+    learning-rate schedule, what is written to ``run_dir`` and what ``comm`` (a
+    ``whitebox.distributed`` communicator; default: one process) changes. With ``resume=True`` and a
     checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
     returns at once); without one it starts from scratch. ``extra`` (a dict of arrays and JSON
     values) is saved into every checkpoint beside the training state.
     """
+    assert comm is not None  # ``_guarded`` gives one
     if epochs < 1:
         raise ValueError(f"fit: epochs must be >= 1, got {epochs}")
     run_dir = Path(run_dir)
@@ -343,26 +273,29 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, start_loss = state["epoch"] + 1, state["step"], state.get("start_loss")
         history = [r for r in state["history"] if r["epoch"] < start_epoch]
-    save_config(run_dir, config)
-    write_metrics(run_dir, history)
+    comm.barrier()  # every rank has read the run directory: rank 0 may now write to it
+    comm.broadcast_parameters(model)  # every replica starts from rank 0's weights
+    if comm.is_root:
+        save_config(run_dir, config)
+        write_metrics(run_dir, history)
     watch = _LossWatch(start_loss)
 
     for epoch in range(start_epoch, epochs):
-        backend.manual_seed(epoch_seed(seed, epoch))
+        backend.manual_seed(epoch_seed(seed, epoch, comm.rank))
         model.train()
         tic = time.perf_counter()
         with (
             tqdm(
                 total=steps_per_epoch,
                 desc=f"epoch {epoch + 1}/{epochs}",
-                disable=None if progress else True,  # None: no bar when stderr is not a terminal
+                disable=None if progress and comm.is_root else True,  # None: no bar unless a terminal
                 leave=False,
                 dynamic_ncols=True,
             ) as bar,
             np.errstate(over="ignore", invalid="ignore"),
         ):  # a non-finite loss is reported instead
             step, train = _train_epoch(model, optimizer, batches(epoch), loss_fn, lr_at=lr_at, step=step,
-                                       clip_norm=clip_norm, bar=bar, watch=watch)  # fmt: skip
+                                       clip_norm=clip_norm, bar=bar, watch=watch, comm=comm)  # fmt: skip
         seconds = time.perf_counter() - tic
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
         record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
@@ -374,11 +307,12 @@ def fit(
         record = strict_record(record)
         watch.check_growth(epoch, train["loss"])
         history.append(record)
-        save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config,
-                        history=history, start_loss=watch.start, extra=extra)  # fmt: skip
-        write_metrics(run_dir, history)
-        if progress:
-            tqdm.write(_summary(record, epochs))
+        if comm.is_root:  # rank 0 alone writes and prints
+            save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config,
+                            history=history, start_loss=watch.start, extra=extra)  # fmt: skip
+            write_metrics(run_dir, history)
+            if progress:
+                tqdm.write(_summary(record, epochs))
     model.eval()
     return history
 
