@@ -74,3 +74,6 @@ __all__ = [
 from whitebox.ops.attention import attention, tied_attention
 
 __all__ += ["attention", "tied_attention"]
+from whitebox.ops.tssa import tssa
+
+__all__ += ["tssa"]
