@@ -56,16 +56,23 @@ def _softmax_heads_vjp(dPi: Any, Pi: Any) -> Any:
 def _check(w: Tensor, temp: Tensor, heads: int, bias: Tensor | None, causal: bool) -> None:
     if w.ndim != 3:
         raise ValueError(f"tssa: w must have shape (B, N, heads*p), got {w.shape}")
+    if w.shape[-1] % heads:
+        raise ValueError(f"tssa: the feature axis of w {w.shape} is not divisible by {heads} heads")
     if temp.size != heads:
         raise ValueError(f"tssa: temp must hold one temperature per head ({heads}), got shape {temp.shape}")
     if bias is None:
         return
     if not causal:
         raise ValueError("tssa: a position bias is only defined for the causal form (causal=True)")
-    if bias.ndim not in {2, 3} or bias.shape[0] != heads or bias.shape[1] < w.shape[1] or bias.size != heads * bias.shape[1]:
+    if (
+        bias.ndim not in {2, 3}
+        or bias.shape[0] != heads
+        or bias.shape[1] < w.shape[1]
+        or bias.size != heads * bias.shape[1]
+    ):
         raise ValueError(
-            f"tssa: bias must have shape (heads, L) or (heads, L, 1) with heads={heads} and L >= N={w.shape[1]}, "
-            f"got {bias.shape}"
+            f"tssa: bias must have shape (heads, L) or (heads, L, 1) with heads={heads} and "
+            f"L >= N={w.shape[1]}, got {bias.shape}"
         )
 
 
