@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from whitebox import rate
 from whitebox.crate.tssa import TSSA, CausalTSSA
 from whitebox.gradcheck import gradcheck
 from whitebox.ops import tssa
@@ -224,3 +225,51 @@ def test_layers_match_the_official_formula(causal: bool) -> None:
     ref_grads = dict(ref.named_parameters())
     for name, p in ours.named_parameters():
         np.testing.assert_allclose(p.grad, ref_grads[name].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+# ---- the objective TSSA descends ------------------------------------------------
+def test_variational_rate_bounds_the_compression_rate() -> None:
+    rng = np.random.default_rng(0)
+    N, d, eps = 9, 4, 0.5
+    Z = rng.standard_normal((N, d)) * np.array([2.0, 1.0, 0.5, 0.2])
+    ones = np.ones((N, 1))
+    eig = np.linalg.eigh(Z.T @ Z)[1][None]  # a basis that diagonalizes the statistics: equality
+    np.testing.assert_allclose(
+        rate.variational_compression_rate(Z, eig, ones, eps).data,
+        rate.compression_rate(Z, eig, eps).data,
+        rtol=1e-12,
+    )
+    rot = np.linalg.qr(rng.standard_normal((d, d)))[0][None]  # any other basis: a strict upper bound
+    assert (
+        rate.variational_compression_rate(Z, rot, ones, eps).data
+        > rate.compression_rate(Z, rot, eps).data + 1e-3
+    )
+    # several groups and soft memberships, against the log-determinants written out
+    K, p = 3, 2
+    U = np.stack([np.linalg.qr(rng.standard_normal((d, p)))[0] for _ in range(K)])
+    Pi = rng.dirichlet(np.ones(K), size=N)
+    exact = sum(
+        0.5
+        * Pi[:, k].sum()
+        / N
+        * np.linalg.slogdet(
+            np.eye(p) + p / (Pi[:, k].sum() * eps**2) * U[k].T @ Z.T @ np.diag(Pi[:, k]) @ Z @ U[k]
+        )[1]
+        for k in range(K)
+    )
+    assert rate.variational_compression_rate(Z, U, Pi, eps).data >= exact
+    with pytest.raises(ValueError, match=r"Pi must have shape \(\.\.\., N, K\)"):
+        rate.variational_compression_rate(Z, U, Pi[:, :2], eps)
+
+
+def test_tssa_is_a_gradient_step_on_the_variational_rate() -> None:
+    """With Pi held fixed and p / eps^2 = 1: grad_Z R^c_var = -(1/N) [out_1 ... out_K] [U_1 ... U_K]^T."""
+    rng = np.random.default_rng(1)
+    N, K, p = 8, 3, 2
+    d = K * p
+    Ucat = np.linalg.qr(rng.standard_normal((d, d)))[0]  # orthonormal, split into K bases
+    U = Ucat.reshape(d, K, p).transpose(1, 0, 2)
+    Z = Tensor(rng.standard_normal((N, d)), requires_grad=True)
+    out, Pi = tssa(Tensor((Z.data @ Ucat)[None]), Tensor(rng.standard_normal(K)), K)
+    rate.variational_compression_rate(Z, U, Pi[0].T, eps=np.sqrt(p)).backward()
+    np.testing.assert_allclose(Z.grad, -out.data[0] @ Ucat.T / N, rtol=1e-6, atol=1e-9)
