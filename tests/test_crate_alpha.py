@@ -130,7 +130,8 @@ def test_block_matches_the_official_layer() -> None:
     for p in ours.parameters():  # non-trivial LayerNorm affines, as after training
         p.data += 0.1 * rng.standard_normal(p.shape)
     ref = _torch_layer(12, 3).double()
-    ref.load_state_dict(to_torch_state_dict(ours))  # strict: the keys and shapes agree
+    assert list(ours.state_dict()) == list(ref.state_dict())  # the same keys, in the same order
+    ref.load_state_dict(to_torch_state_dict(ours))  # strict: and the same shapes
     x, g = rng.standard_normal((2, 5, 12)), rng.standard_normal((2, 5, 12))
     xw = Tensor(x, requires_grad=True)
     out = ours(xw)

@@ -23,7 +23,7 @@ from typing import Any
 from whitebox import backend
 from whitebox.crate.block import PreNorm
 from whitebox.crate.mssa import MSSA
-from whitebox.nn import Dropout, LayerNorm, Linear, Module, ModuleList, Parameter, Sequential, init
+from whitebox.nn import Dropout, Linear, Module, ModuleList, Parameter, Sequential, init
 from whitebox.tensor import Tensor
 
 
@@ -111,7 +111,7 @@ class CRATEAlphaBlock(ModuleList):
             [PreNorm(dim, attn), PreNorm(dim, OvercompleteISTA(dim, overcomplete_ratio, eta, lam))]
         )
         for pre in self:
-            pre.norm = LayerNorm(dim, eps=1e-6)
+            pre.norm.eps = 1e-6
 
     @property
     def attn(self) -> MSSA:
