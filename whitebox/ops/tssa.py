@@ -56,7 +56,7 @@ def _softmax_heads_vjp(dPi: Any, Pi: Any) -> Any:
 def _check(w: Tensor, temp: Tensor, heads: int, bias: Tensor | None, causal: bool) -> None:
     if w.ndim != 3:
         raise ValueError(f"tssa: w must have shape (B, N, heads*p), got {w.shape}")
-    if w.shape[-1] % heads:
+    if heads < 1 or w.shape[-1] % heads:
         raise ValueError(f"tssa: the feature axis of w {w.shape} is not divisible by {heads} heads")
     if temp.size != heads:
         raise ValueError(f"tssa: temp must hold one temperature per head ({heads}), got shape {temp.shape}")
