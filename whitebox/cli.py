@@ -64,11 +64,12 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         settings.update({k: getattr(args, k) for k in _TEXT})
         return language.language_config(args.task, args.model, args.preset or "small", args.steps, **settings)
     if args.model not in classify.MODELS:
-        raise UsageError(f"--task image takes --model crate or vit, not {args.model}")
+        raise UsageError(f"--task image takes --model {' | '.join(classify.MODELS)}, not {args.model}")
     if args.data is not None and args.data not in available_datasets():
         raise UsageError(f"unknown dataset {args.data!r}; choose one of {', '.join(available_datasets())}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
-    overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
+    ista = ("lam", "eta") if args.model in ("crate", "crate-alpha") else ()
+    overrides = {k: getattr(args, k) for k in sizes + ista}
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     data = args.data or "mnist5k"
     return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)

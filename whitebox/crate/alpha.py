@@ -18,12 +18,11 @@ out = a2 D1^T. The compression half is CRATE's MSSA with its residual, as before
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from whitebox import backend
-from whitebox.crate.block import PreNorm
+from whitebox.crate.block import PreNormBlock
 from whitebox.crate.mssa import MSSA
-from whitebox.nn import Dropout, Linear, Module, ModuleList, Parameter, Sequential, init
+from whitebox.nn import Module, Parameter, init
 from whitebox.tensor import Tensor
 
 
@@ -83,7 +82,7 @@ class OvercompleteISTA(Module):
         return f"dim={self.dim}, overcomplete_ratio={self.overcomplete_ratio}, eta={self.eta}, lam={self.lam}"
 
 
-class CRATEAlphaBlock(ModuleList):
+class CRATEAlphaBlock(PreNormBlock):
     """One CRATE-alpha layer, the official ``Transformer`` layer:
 
         Z^{l+1/2} = Z^l + MSSA(LN(Z^l)),
@@ -95,6 +94,8 @@ class CRATEAlphaBlock(ModuleList):
     ``1.norm.weight``, ``1.norm.bias``, ``1.fn.D``, ``1.fn.D1``. ``mask`` goes to the MSSA.
     """
 
+    residual_second = True
+
     def __init__(  # noqa: PLR0917 (the official order, then CRATE-alpha's hyperparameters)
         self,
         dim: int,
@@ -105,22 +106,10 @@ class CRATEAlphaBlock(ModuleList):
         eta: float = 0.1,
         lam: float = 0.1,
     ) -> None:
-        attn = MSSA(dim, heads, dim_head, dropout)
-        attn.to_out = Sequential(Linear(attn.heads * attn.dim_head, dim, bias=False), Dropout(dropout))
-        super().__init__(
-            [PreNorm(dim, attn), PreNorm(dim, OvercompleteISTA(dim, overcomplete_ratio, eta, lam))]
-        )
-        for pre in self:
-            pre.norm.eps = 1e-6
-
-    @property
-    def attn(self) -> MSSA:
-        return self[0].fn
+        attn = MSSA(dim, heads, dim_head, dropout, out_bias=False)
+        super().__init__(dim, attn, OvercompleteISTA(dim, overcomplete_ratio, eta, lam), eps=1e-6)
 
     @property
     def ista(self) -> OvercompleteISTA:
+        """The sparse coding half's layer (``self[1].fn``)."""
         return self[1].fn
-
-    def forward(self, x: Tensor, mask: Any = None) -> Tensor:
-        x = x + self[0](x, mask=mask)
-        return x + self[1](x)

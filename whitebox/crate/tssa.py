@@ -114,7 +114,7 @@ class CausalTSSA(Module):
             raise ValueError(f"CausalTSSA: dim {dim} is not divisible by {heads} heads")
         if block_size < 1:
             raise ValueError(f"CausalTSSA: block_size must be >= 1, got {block_size}")
-        self.dim, self.heads, self.block_size = dim, heads, block_size
+        self.dim, self.heads, self.block_size, self.dim_head = dim, heads, block_size, dim // heads
         self.c_attn = Linear(dim, dim, bias=bias)
         self.c_proj = Linear(dim, dim, bias=bias)
         self.resid_dropout = Dropout(dropout)
