@@ -134,7 +134,7 @@ class CausalToST(TokenModel):
     ) -> None:
         if dim_head is not None and dim_head * heads != dim:
             raise ValueError(
-                f"CausalToST: dim_head must be dim // heads = {dim // heads} or None, got {dim_head}"
+                f"CausalToST: dim_head must be None or dim // heads = {dim // heads}, got {dim_head}"
             )
         mlp_dim = int(mlp_ratio * dim)
         blocks = Transformer(
