@@ -15,7 +15,9 @@ from whitebox.crate.transformer_block import standard_transformer
 class CRATE(PatchClassifier):
     """The CRATE classifier (docs/math.md §4.4, eq. (4.3)): ``transformer.layers.{i}`` are CRATE layers,
     each x = x + MSSA(LN(x)); x = ISTA(LN(x)). ``dim_head`` defaults to dim // heads
-    (the official presets); ``eta``, ``lam`` are the ISTA step size and sparsity weight."""
+    (the official presets); ``eta``, ``lam`` are the ISTA step size and sparsity weight;
+    ``tied_out=True`` gives every MSSA the derivation's tied output map (``MSSA``) instead of
+    the official learned ``to_out``."""
 
     def __init__(  # noqa: PLR0917 (the official signature)
         self,
@@ -31,8 +33,9 @@ class CRATE(PatchClassifier):
         emb_dropout: float = 0.0,
         eta: float = 0.1,
         lam: float = 0.1,
+        tied_out: bool = False,
     ) -> None:
-        transformer = CRATETransformer(dim, depth, heads, dim_head, dropout, eta, lam)
+        transformer = CRATETransformer(dim, depth, heads, dim_head, dropout, eta, lam, tied_out)
         super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout)
 
 

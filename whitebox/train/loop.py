@@ -31,7 +31,10 @@ After each epoch it writes, into ``run_dir``:
   optimizer state, the epoch and step just completed, the config and the seed;
 * one JSON line appended to ``metrics.jsonl``: epoch, step, lr, the epoch averages of the loss
   metrics (``train_`` prefix), the evaluation (``eval_`` prefix), seconds and samples/s;
-* ``config.json`` once, at the start.
+* ``config.json`` once, at the start;
+* with ``keep_epochs=True``, the model's weights after every epoch e as ``epoch_{e:03d}.npz``
+  (e = 1, 2, ...; ``epoch_000.npz`` holds the weights at initialization), so that measurements
+  can be followed over training (``epoch_checkpoints``, ``load_epoch``).
 
 With ``progress=True`` each epoch shows a tqdm bar (when stderr is a terminal) with the running
 loss, accuracy (when the metrics have ``"acc"``) and throughput in samples/s, then prints a
@@ -72,6 +75,7 @@ from whitebox.tensor import Tensor, no_grad
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+EPOCH_FILE = "epoch_{:03d}.npz"
 
 LossFn = Callable[[Module, Any], tuple[Tensor, dict[str, float]]]
 
@@ -115,6 +119,28 @@ def save_checkpoint(
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     """Read ``run_dir/checkpoint.npz``: keys model, optimizer, epoch, step, seed, config (a dict)."""
     return load(Path(run_dir) / CHECKPOINT)
+
+
+def save_epoch(run_dir: Path, model: Module, epoch: int) -> Path:
+    """Write ``run_dir/epoch_{epoch:03d}.npz``: the model state after ``epoch`` epochs (0: at init)."""
+    path = Path(run_dir) / EPOCH_FILE.format(epoch)
+    save(path, {"model": {k: backend.to_numpy(v) for k, v in model.state_dict().items()}, "epoch": epoch})
+    return path
+
+
+def epoch_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """The per-epoch weights a ``keep_epochs`` run kept: {epochs trained (0 = init): path}, sorted."""
+    found = {}
+    for path in Path(run_dir).glob("epoch_*.npz"):
+        stem = path.stem.removeprefix("epoch_")
+        if stem.isdigit():
+            found[int(stem)] = path
+    return dict(sorted(found.items()))
+
+
+def load_epoch(path: Path) -> dict[str, Any]:
+    """The model state kept in an ``epoch_NNN.npz`` file (``save_epoch``)."""
+    return load(Path(path))["model"]
 
 
 def _num_samples(batch: Any, metrics: dict[str, float]) -> int:
@@ -183,13 +209,15 @@ def fit(
     evaluate: Callable[[Module], dict[str, float]] | None = None,
     resume: bool = False,
     progress: bool = True,
+    keep_epochs: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
     See the module docstring for the contract of ``batches``, ``loss_fn`` and ``evaluate``, the
     learning-rate schedule and what is written to ``run_dir``. With ``resume=True`` and a
     checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
-    returns at once); without one it starts from scratch.
+    returns at once); without one it starts from scratch. ``keep_epochs`` also keeps the
+    weights at initialization and after every epoch (``epoch_NNN.npz``, module docstring).
     """
     if epochs < 1:
         raise ValueError(f"fit: epochs must be >= 1, got {epochs}")
@@ -214,6 +242,8 @@ def fit(
         history = []
     save_config(run_dir, config)
     (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
+    if keep_epochs and start_epoch == 0:
+        save_epoch(run_dir, model, 0)
 
     for epoch in range(start_epoch, epochs):
         backend.manual_seed(epoch_seed(seed, epoch))
@@ -245,6 +275,8 @@ def fit(
             with no_grad(), model.evaluating():
                 record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
         save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
+        if keep_epochs:
+            save_epoch(run_dir, model, epoch + 1)
         with (run_dir / METRICS).open("a") as f:
             f.write(json.dumps(record) + "\n")
         history.append(record)

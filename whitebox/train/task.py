@@ -126,6 +126,7 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, progress: bo
         evaluate=lambda m: task.evaluate(m, task.eval_limit),
         resume=resume,
         progress=progress,
+        keep_epochs=config.keep_epochs,
     )
     last = {k: v for k, v in history[-1].items() if k.startswith("eval_")}
     seconds = sum(r["seconds"] for r in history)
