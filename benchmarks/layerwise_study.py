@@ -7,8 +7,8 @@ CRATEs on mnist5k (4,000 train / 1,000 held-out images), keeps the weights at in
 after every epoch (``keep_epochs``), and measures as the paper does (``whitebox.measure``: tokens
 unit-normalized per head, eps^2 = 0.01; ||Z||_0 / (dN)) on held-out and training images. For the
 last epoch it also takes each layer apart (``whitebox.measure.halfsteps``): R^c against the
-layer's own bases after MSSA (+ residual), after LN2 and after ISTA, and which ISTA entries the
-sign zeroes and which only the threshold eta lambda does.
+layer's own bases before and after LN1, after MSSA (+ residual), after LN2 and after ISTA, and
+which ISTA entries the sign zeroes and which only the threshold eta lambda does.
 
 Baseline: crate_mnist_tiny (dim 96, depth 4, 4 heads, 7x7 patches, lambda 0.1, learned MSSA
 output projection), batch 64, peak lr 2e-3, 5 epochs. Each setting changes one thing (``SETTINGS``);
@@ -19,8 +19,11 @@ the headline ones run with two seeds. Printed per setting (held-out images, mean
     Rc down          layer-to-layer steps in which R^c falls, of depth - 1
     Rc init->end     mean over layers of R^c, at initialization and at the last epoch
     nz ...           the same three for the nonzero fraction ||Z^{l+1}||_0 / (dN)
-    MSSA dRc         mean over layers of R^c(Z^{l+1/2}) - R^c(LN1(Z^l)) (the compression half-step)
+    LN1 dRc          mean over layers of R^c(LN1(Z^l)) - R^c(Z^l), all R^c against the layer's U^l
+    MSSA dRc         mean over layers of R^c(Z^{l+1/2}) - R^c(Z^l) (the compression half-step,
+                     Z^{l+1/2} = Z^l + MSSA(LN1(Z^l)))
     LN2 dRc          mean over layers of R^c(LN2(Z^{l+1/2})) - R^c(Z^{l+1/2})
+    ISTA dRc         mean over layers of R^c(Z^{l+1}) - R^c(LN2(Z^{l+1/2}))
     thr0             share of ISTA entries zeroed by the threshold eta lambda alone (not the sign)
     scale            RMS of ISTA's pre-activation x P, to compare with eta lambda
 
@@ -115,8 +118,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
                 "nz_down": float(np.sum(np.diff(nz) < 0)),
                 "nz_init": np.mean([x["sparsity"] for x in init]),
                 "nz_end": nz.mean(),
-                "mssa_drc": np.mean([x["rc_half"] - x["rc_in"] for x in h]),
+                "ln1_drc": np.mean([x["rc_in"] - x["rc_pre"] for x in h]),
+                "mssa_drc": np.mean([x["rc_half"] - x["rc_pre"] for x in h]),
                 "ln2_drc": np.mean([x["rc_ista_in"] - x["rc_half"] for x in h]),
+                "ista_drc": np.mean([x["rc_out"] - x["rc_ista_in"] for x in h]),
                 "thr0": np.mean([x["threshold_zero"] for x in h]),
                 "scale": np.mean([x["scale"] for x in h]),
             }
@@ -130,8 +135,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
 def table(summaries: dict[str, dict[str, float]], depths: dict[str, int]) -> str:
     head = (
         f"{'setting':<10} {'seeds':>5} {'acc':>13} {'Rc first->last':>15} {'Rc down':>7} {'Rc init->end':>14}"
-        f" {'nz first->last':>14} {'nz down':>7} {'nz init->end':>12} {'MSSA dRc':>8} {'LN2 dRc':>7}"
-        f" {'thr0':>6} {'scale':>5}"
+        f" {'nz first->last':>14} {'nz down':>7} {'nz init->end':>12} {'LN1 dRc':>7} {'MSSA dRc':>8}"
+        f" {'LN2 dRc':>7} {'ISTA dRc':>8} {'thr0':>6} {'scale':>5}"
     )
     lines = [head]
     for name, s in summaries.items():
@@ -140,8 +145,8 @@ def table(summaries: dict[str, dict[str, float]], depths: dict[str, int]) -> str
             f"{name:<10} {s['seeds']:>5} {acc:>13} {s['rc_first']:>7.1f}->{s['rc_last']:<6.1f}"
             f" {s['rc_down']:>4.1f}/{depths[name] - 1:<2} {s['rc_init']:>6.1f}->{s['rc_end']:<6.1f}"
             f" {s['nz_first']:>6.3f}->{s['nz_last']:<6.3f} {s['nz_down']:>4.1f}/{depths[name] - 1:<2}"
-            f" {s['nz_init']:>5.3f}->{s['nz_end']:<5.3f} {s['mssa_drc']:>8.2f} {s['ln2_drc']:>7.2f}"
-            f" {s['thr0']:>6.3f} {s['scale']:>5.2f}"
+            f" {s['nz_init']:>5.3f}->{s['nz_end']:<5.3f} {s['ln1_drc']:>7.2f} {s['mssa_drc']:>8.2f}"
+            f" {s['ln2_drc']:>7.2f} {s['ista_drc']:>8.2f} {s['thr0']:>6.3f} {s['scale']:>5.2f}"
         )
     return "\n".join(lines)
 

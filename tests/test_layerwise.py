@@ -12,7 +12,7 @@ import pytest
 
 from whitebox import backend, measure, rate
 from whitebox.cli import main
-from whitebox.crate import CRATE
+from whitebox.crate import CRATE, intermediates
 from whitebox.crate.mssa import MSSA
 from whitebox.gradcheck import gradcheck
 from whitebox.nn import Linear
@@ -106,6 +106,12 @@ def test_halfsteps_agree_with_the_layer_measurements():
     x = np.random.default_rng(0).normal(size=(6, 1, 8, 8))
     rows = measure.layerwise_compression_sparsity(model.eval(), x)
     steps = measure.halfsteps(model, x, batch_size=4)
+    _, rec = intermediates(model, x)
+    bases = [measure.subspace_bases(b[0].fn) for b in model.transformer.layers]
+    for i in range(1, 3):  # the tokens entering layer i are layer i-1's ISTA output
+        assert steps[i]["rc_pre"] == pytest.approx(
+            measure.compression(rec["ista_out"][i - 1], bases[i]).mean()
+        )
     for r, h in zip(rows, steps, strict=True):
         assert h["rc_in"] == pytest.approx(r["compression"], rel=1e-9)
         assert h["sparsity"] == pytest.approx(r["sparsity"])
