@@ -16,7 +16,7 @@ the headline ones run with two seeds. Printed per setting (held-out images, mean
 
     acc              held-out accuracy after the last epoch
     Rc first->last   R^c of layer 1 and of the last layer, at the last epoch
-    Rc down          layer-to-layer steps in which R^c falls, of depth - 1
+    Rc down          layer-to-layer steps in which R^c falls, of depth - 1: at init -> last epoch
     Rc init->end     mean over layers of R^c, at initialization and at the last epoch
     nz ...           the same three for the nonzero fraction ||Z^{l+1}||_0 / (dN)
     LN1 dRc          mean over layers of R^c(LN1(Z^l)) - R^c(Z^l), all R^c against the layer's U^l
@@ -58,6 +58,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[int, ...]]] = {
     "tied_out": ({"tied_out": True}, {}, (0, 1)),
     "lam_0.5": ({"lam": 0.5}, {}, (0, 1)),
     "lam_5": ({"lam": 5.0}, {}, (0, 1)),
+    "tied_lam_5": ({"tied_out": True, "lam": 5.0}, {}, (0, 1)),  # two changes: the two offers together
     "depth_8": ({"depth": 8}, {}, (0,)),
     "depth_12": ({"depth": 12}, {}, (0,)),
     "patch_4": ({"patch_size": 4}, {}, (0,)),
@@ -111,11 +112,13 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
                 "rc_first": rc[0],
                 "rc_last": rc[-1],
                 "rc_down": float(np.sum(np.diff(rc) < 0)),
+                "rc_down_init": float(np.sum(np.diff([x["compression"] for x in init]) < 0)),
                 "rc_init": np.mean([x["compression"] for x in init]),
                 "rc_end": rc.mean(),
                 "nz_first": nz[0],
                 "nz_last": nz[-1],
                 "nz_down": float(np.sum(np.diff(nz) < 0)),
+                "nz_down_init": float(np.sum(np.diff([x["sparsity"] for x in init]) < 0)),
                 "nz_init": np.mean([x["sparsity"] for x in init]),
                 "nz_end": nz.mean(),
                 "ln1_drc": np.mean([x["rc_in"] - x["rc_pre"] for x in h]),
@@ -134,8 +137,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
 
 def table(summaries: dict[str, dict[str, float]], depths: dict[str, int]) -> str:
     head = (
-        f"{'setting':<10} {'seeds':>5} {'acc':>13} {'Rc first->last':>15} {'Rc down':>7} {'Rc init->end':>14}"
-        f" {'nz first->last':>14} {'nz down':>7} {'nz init->end':>12} {'LN1 dRc':>7} {'MSSA dRc':>8}"
+        f"{'setting':<10} {'seeds':>5} {'acc':>13} {'Rc first->last':>15} {'Rc down':>11}"
+        f" {'Rc init->end':>14}"
+        f" {'nz first->last':>14} {'nz down':>11} {'nz init->end':>12} {'LN1 dRc':>7} {'MSSA dRc':>8}"
         f" {'LN2 dRc':>7} {'ISTA dRc':>8} {'thr0':>6} {'scale':>5}"
     )
     lines = [head]
@@ -143,8 +147,9 @@ def table(summaries: dict[str, dict[str, float]], depths: dict[str, int]) -> str
         acc = f"{s['acc']:.4f}" + (f"±{s['acc_spread'] / 2:.3f}" if s["seeds"] > 1 else "")
         lines.append(
             f"{name:<10} {s['seeds']:>5} {acc:>13} {s['rc_first']:>7.1f}->{s['rc_last']:<6.1f}"
-            f" {s['rc_down']:>4.1f}/{depths[name] - 1:<2} {s['rc_init']:>6.1f}->{s['rc_end']:<6.1f}"
-            f" {s['nz_first']:>6.3f}->{s['nz_last']:<6.3f} {s['nz_down']:>4.1f}/{depths[name] - 1:<2}"
+            f" {s['rc_down_init']:>4.1f}->{s['rc_down']:>3.1f}/{depths[name] - 1:<2}"
+            f" {s['rc_init']:>6.1f}->{s['rc_end']:<6.1f} {s['nz_first']:>6.3f}->{s['nz_last']:<6.3f}"
+            f" {s['nz_down_init']:>4.1f}->{s['nz_down']:>3.1f}/{depths[name] - 1:<2}"
             f" {s['nz_init']:>5.3f}->{s['nz_end']:<5.3f} {s['ln1_drc']:>7.2f} {s['mssa_drc']:>8.2f}"
             f" {s['ln2_drc']:>7.2f} {s['ista_drc']:>8.2f} {s['thr0']:>6.3f} {s['scale']:>5.2f}"
         )
