@@ -27,9 +27,13 @@ the headline ones run with two seeds. Printed per setting (held-out images, mean
     thr0             share of ISTA entries zeroed by the threshold eta lambda alone (not the sign)
     scale            RMS of ISTA's pre-activation x P, to compare with eta lambda
 
-    python benchmarks/layerwise_study.py                    # the whole study (~25 min on a loaded 2-core CPU)
+    python benchmarks/layerwise_study.py                    # the whole study (~22 min, see below)
     python benchmarks/layerwise_study.py --only baseline tied_out --epochs 2
     python -m whitebox measure runs/layerwise_study/baseline_s0 --over-epochs   # one run's figure
+
+Measured on the shared 2-core development machine (load average 5-11, nice 10, one BLAS thread):
+about 17 minutes of training and 4 of measuring; the table and what it shows are in the README
+("Does each layer compress and sparsify?") and tutorial 14.
 
 Runs go to RUNS/layerwise_study/<setting>_s<seed> (a finished run is reused, not retrained);
 results to RUNS/layerwise_study/results.json and the figures to figures/layerwise_*.png.
