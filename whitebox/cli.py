@@ -61,6 +61,7 @@ _OPTIM = (
     "clip_norm",
     "seed",
     "device",
+    "keep_epochs",
 )
 _TEXT = ("data", "tokenizer", "dim", "depth", "heads", "dim_head", "block_size", "dropout", "lam", "eta")
 
@@ -159,6 +160,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
+    if args.over_epochs:
+        _measure_epochs(args)
+        return
     rows, title = report.measure_run(args.run, args.n)
     print(measure.format_table(rows, title))
     out = args.out or args.run
@@ -166,6 +170,19 @@ def cmd_measure(args: argparse.Namespace) -> None:
     write_text_atomic(out / "measure.json", json.dumps(rows, indent=1) + "\n")
     path = viz.plot_layerwise({args.run.name: rows}, out / "measure.png", title)
     print(f"wrote {out / 'measure.json'} and {path}")
+
+
+def _measure_epochs(args: argparse.Namespace) -> None:
+    curves, title = report.measure_epochs(args.run, args.n)
+    for epoch, splits in curves.items():
+        for split, rows in splits.items():
+            print(measure.format_table(rows, f"{'init' if epoch == 0 else f'epoch {epoch}'}, {split}:"))
+    out = args.out or args.run
+    out.mkdir(parents=True, exist_ok=True)
+    table = json.dumps({str(epoch): c for epoch, c in curves.items()}, indent=1)
+    (out / "measure_epochs.json").write_text(table + "\n")
+    path = viz.plot_layerwise_epochs(curves, out / "measure_epochs.png", title)
+    print(f"wrote {out / 'measure_epochs.json'} and {path}")
 
 
 def cmd_attention(args: argparse.Namespace) -> None:

@@ -183,6 +183,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     sizes.add_argument("--lam", type=_nonnegative_float, help="ISTA sparsity weight lambda")
     sizes.add_argument("--eta", type=_nonnegative_float, help="ISTA step size eta")
     p.add_argument("--no-augment", action="store_true", help="image only: no random crops / flips")
+    p.add_argument(
+        "--keep-epochs",
+        action="store_true",
+        help="also keep the weights at init and after every epoch (epoch_NNN.npz; measure --over-epochs)",
+    )
     _add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
@@ -226,6 +231,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     )
     p.add_argument(
         "--out", type=Path, help="where measure.json / measure.png go (default: the run directory)"
+    )
+    p.add_argument(
+        "--over-epochs",
+        action="store_true",
+        help="measure the weights kept at init and after every epoch (a --keep-epochs run), on held-out "
+        "and training inputs: measure_epochs.json / measure_epochs.png, one curve per epoch",
     )
     p = command("attention", "cls-token attention maps of the last layers, per head")
     p.add_argument("run", type=_run_dir)

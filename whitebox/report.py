@@ -8,14 +8,21 @@ inputs, what is drawn is ``whitebox.viz``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from whitebox import measure, viz
 from whitebox.crate import intermediates
+from whitebox.data import DataLoader, load_dataset
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
-from whitebox.train.run_files import CHECKPOINT, RunError, read_metrics
-from whitebox.train.task import open_run
+from whitebox.train.run_files import CHECKPOINT, RunError, epoch_checkpoints, load_epoch, read_metrics
+from whitebox.train.task import Task, open_run
+
+#: The splits ``measure_epochs`` measures on, as labelled in its output.
+SPLITS = ("held-out", "train")
 
 __all__ = [
     "RunError",
@@ -39,6 +46,37 @@ def measure_run(run: Path, n: int) -> tuple[list[dict[str, Any]], str]:
     task, model = open_run(run)
     inputs = task.heldout_inputs(n)
     return measure.layerwise_compression_sparsity(model, inputs), task.describe(len(inputs))
+
+
+def train_inputs(task: Task, n: int) -> Any:
+    """``n`` training images of an image run, spread evenly over the train split, normalized as in
+    training but not augmented (the inputs the weights were fit to)."""
+    if not isinstance(task, ImageClassification):
+        raise RunError(f"training inputs are taken from image runs; this is a {task.config.task} run")
+    train = load_dataset(task.config.data, "train")
+    idx = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int))
+    subset = dataclasses.replace(train, images=train.images[idx], labels=train.labels[idx])
+    return next(iter(DataLoader(subset, len(idx), shuffle=False, device=task.config.device)))[0]
+
+
+def measure_epochs(run: Path, n: int) -> tuple[dict[int, dict[str, list[dict[str, Any]]]], str]:
+    """Per-layer compression and sparsity at every epoch a ``keep_epochs`` run kept (0 = init), on
+    ``n`` held-out inputs and, for image runs, ``n`` training inputs:
+    ({epoch: {"held-out": rows, "train": rows}}, title); rows as ``measure_run``'s."""
+    kept = epoch_checkpoints(run)
+    if not kept:
+        raise RunError(f"{run} kept no per-epoch weights (epoch_NNN.npz): train it with --keep-epochs")
+    task, model = open_run(run)
+    inputs = {"held-out": task.heldout_inputs(n)}
+    if isinstance(task, ImageClassification):
+        inputs["train"] = train_inputs(task, n)
+    curves = {}
+    for epoch, path in kept.items():
+        model.load_state_dict(load_epoch(path))
+        curves[epoch] = {
+            split: measure.layerwise_compression_sparsity(model, x) for split, x in inputs.items()
+        }
+    return curves, task.describe(n)
 
 
 def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -45,6 +46,43 @@ def plot_layerwise(
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_layerwise_epochs(
+    curves: Mapping[int, Mapping[str, Sequence[Mapping[str, Any]]]], path: str | Path, title: str = ""
+) -> Path:
+    """The paper's figure over training: R^c and the nonzero fraction against the layer index, one
+    curve per epoch (colour from light = initialization to dark = last epoch), held-out inputs
+    solid and training inputs dashed.
+
+    ``curves`` maps epochs trained (0 = init) to {"held-out": rows, "train": rows} (either may be
+    missing), rows as ``whitebox.measure.layerwise_compression_sparsity`` returns.
+    """
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_c, ax_s = fig.subplots(1, 2)
+    epochs = sorted(curves)
+    cmap = matplotlib.colormaps["viridis_r"]
+    for j, epoch in enumerate(epochs):
+        color = cmap(0.15 + 0.85 * j / max(1, len(epochs) - 1))
+        for split, style in (("held-out", "-"), ("train", "--")):
+            rows = curves[epoch].get(split)
+            if not rows:
+                continue
+            layers = [r["layer"] + 1 for r in rows]
+            label = (f"epoch {epoch}" if epoch else "init") if split == "held-out" else None
+            for ax, key in ((ax_c, "compression"), (ax_s, "sparsity")):
+                ax.plot(layers, [r[key] for r in rows], style, marker="o", ms=3, color=color, label=label)
+    ax_c.set(
+        xlabel="layer", ylabel=r"$R^c(Z^\ell; U^\ell_{[K]})$", title="compression (lower = more compressed)"
+    )
+    ax_s.set(xlabel="layer", ylabel=r"$\|Z^{\ell+1}\|_0 \,/\, (dN)$", title="sparsity (lower = sparser)")
+    for ax in (ax_c, ax_s):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_s.legend(fontsize=7, title="solid held out, dashed train", title_fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -73,7 +73,11 @@ class MultiHeadAttention(Module):
             projected, self.heads, self.scale, mask, dropout=self.dropout, training=self.training
         )
         self.attention = attn if self.keep_attention else None
-        return self.to_out(out)
+        return self.output(out)
+
+    def output(self, heads_out: Tensor) -> Tensor:
+        """The map back to R^dim of the merged heads (..., N, heads * p): ``to_out``."""
+        return self.to_out(heads_out)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, dim_head={self.dim_head}"

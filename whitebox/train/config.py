@@ -83,6 +83,7 @@ class TrainConfig:
     clip_norm: float = spec(1.0, low=0)  # 0: no clipping
     seed: int = spec(0, low=0)
     device: str = spec("cpu", choices=("cpu", "cuda"))
+    keep_epochs: bool = spec(False)  # also keep the weights at init and after every epoch
 
 
 _TASKS: dict[str, type[TrainConfig]] = {}

@@ -33,7 +33,10 @@ After each epoch it writes, into ``run_dir``:
 * ``metrics.jsonl``: one strict-JSON line per epoch (a non-finite number is written as null):
   epoch, step, lr, the epoch averages of the loss metrics (``train_`` prefix), the evaluation
   (``eval_`` prefix), seconds and samples/s;
-* ``config.json`` once, at the start.
+* ``config.json`` once, at the start;
+* with ``keep_epochs=True``, the model's weights after every epoch e as ``epoch_{e:03d}.npz``
+  (e = 1, 2, ...; ``epoch_000.npz`` holds the weights at initialization), so that measurements
+  can be followed over training (``run_files.epoch_checkpoints``, ``run_files.load_epoch``).
 
 Every file is written whole to a temporary file and renamed (``atomic_write``), so a kill leaves
 the old file or the new one. The checkpoint is written first: ``metrics.jsonl`` is rewritten from
@@ -104,6 +107,7 @@ from whitebox.train.run_files import (
     load_weights,
     save_checkpoint,
     save_config,
+    save_epoch,
     strict_record,
     write_metrics,
 )
@@ -239,6 +243,7 @@ def fit(
     progress: bool = True,
     extra: dict[str, Any] | None = None,
     comm: Communicator | None = None,
+    keep_epochs: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
@@ -247,7 +252,8 @@ def fit(
     ``whitebox.distributed`` communicator; default: one process) changes. With ``resume=True`` and a
     checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
     returns at once); without one it starts from scratch. ``extra`` (a dict of arrays and JSON
-    values) is saved into every checkpoint beside the training state.
+    values) is saved into every checkpoint beside the training state. ``keep_epochs`` also keeps the
+    weights at initialization and after every epoch (module docstring).
     """
     assert comm is not None  # ``_guarded`` gives one
     if epochs < 1:
@@ -278,6 +284,8 @@ def fit(
     if comm.is_root:
         save_config(run_dir, config)
         write_metrics(run_dir, history)
+        if keep_epochs and start_epoch == 0:
+            save_epoch(run_dir, model, 0)
     watch = _LossWatch(start_loss)
 
     for epoch in range(start_epoch, epochs):
@@ -310,6 +318,8 @@ def fit(
         if comm.is_root:  # rank 0 alone writes and prints
             save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config,
                             history=history, start_loss=watch.start, extra=extra)  # fmt: skip
+            if keep_epochs:
+                save_epoch(run_dir, model, epoch + 1)
             write_metrics(run_dir, history)
             if progress:
                 tqdm.write(_summary(record, epochs))

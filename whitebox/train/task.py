@@ -154,6 +154,7 @@ def train(
         progress=progress,
         extra=task.checkpoint_extra(),
         comm=comm,
+        keep_epochs=config.keep_epochs,
     )
     last = {k: v for k, v in history[-1].items() if k.startswith("eval_")}
     seconds = sum(r["seconds"] for r in history)
