@@ -24,12 +24,17 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def plot_layerwise(
-    results: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = ""
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    title: str = "",
+    rc_lim: tuple[float | None, float | None] | None = None,
 ) -> Path:
     """Two panels against the layer index, one line per model: R^c of the tokens entering each
     layer's attention, and the nonzero fraction ||Z||_0 / (dN) of each layer's ISTA (or MLP) output.
 
     ``results`` maps a label to the list ``whitebox.measure.layerwise_compression_sparsity`` returns.
+    ``rc_lim`` (bottom, top) fixes the R^c axis (None in either place: automatic), e.g. (0, None)
+    so that a small relative change is drawn as small.
     """
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_c, ax_s = fig.subplots(1, 2)
@@ -42,6 +47,8 @@ def plot_layerwise(
     )
     ax_s.set(xlabel="layer", ylabel=r"$\|Z^{\ell+1}\|_0 \,/\, (dN)$", title="sparsity (lower = sparser)")
     ax_s.set_ylim(0, 1.05)
+    if rc_lim is not None:
+        ax_c.set_ylim(*rc_lim)
     for ax in (ax_c, ax_s):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
