@@ -1,0 +1,177 @@
+"""Segmentation from a classifier's attention, with no segmentation training, and its IoU.
+
+Attention maps. In layer l, head k, the cls token's attention over the n = gh * gw patches is
+row 0 of the attention matrix without its own entry, a_k = A_k[0, 1:]. A map is thresholded
+by the mass rule: sort its entries in decreasing order and keep the smallest prefix whose sum
+reaches ``keep`` (0.6) of the total (the patches that carry 60% of the attention), then
+upsample each patch to its p1 x p2 pixels. The head average thresholds (1/K) sum_k a_k.
+
+Normalized cut (MaskCut-style). On the patch features f_i of a layer (its output tokens), the
+affinity W_ij = 1 if cos(f_i, f_j) >= tau, else eps, with degrees D = diag(W 1). The relaxed
+normalized cut min_x x^T (D - W) x / x^T D x, x orthogonal to D 1, is solved by the generalized
+eigenproblem (D - W) x = lambda D x: with v the eigenvector of the second smallest eigenvalue of
+the symmetric I - D^{-1/2} W D^{-1/2}, x = D^{-1/2} v. The patches with x above its mean form
+one side; the side with more of the (head-averaged) cls attention is the object.
+
+Metrics. IoU(P, T) = |P and T| / |P or T| per image (1 when both are empty); the floor is a
+box of the mean object size (mean height and width of the true masks' bounding boxes) in the
+centre of every image; ``patch_quantized`` is the true mask at the patch resolution, the best a
+patch-level mask can roughly do.
+
+    pred = predict_masks(model, images, method="attention", layer=-1)   # bool (B, H, W)
+    iou(pred, true_masks).mean()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from whitebox import backend
+from whitebox.crate.inspect import intermediates
+from whitebox.nn import Module
+
+METHODS = ("attention", "maskcut")
+#: Share of the attention mass a thresholded map keeps (DINO's rule).
+KEEP = 0.6
+
+
+def cls_attention_maps(attention: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The cls token's attention over the patches, (B, heads, gh, gw), from (B, heads, N, N),
+    N = 1 + gh * gw; patches in row-major order."""
+    B, K, N, N2 = attention.shape
+    if N != N2 or N != 1 + grid[0] * grid[1]:
+        raise ValueError(
+            f"attention must be (B, heads, N, N) with N = 1 + {grid[0]}*{grid[1]}, got {attention.shape}"
+        )
+    return attention[:, :, 0, 1:].reshape(B, K, *grid)
+
+
+def mass_threshold(maps: np.ndarray, keep: float = KEEP) -> np.ndarray:
+    """Boolean masks, same shape as ``maps`` (..., gh, gw) of nonnegative weights: per map the
+    largest entries whose sum first reaches ``keep`` of the map's total (ties broken by order)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim < 2 or np.any(maps < 0):
+        raise ValueError(f"maps must be nonnegative (..., gh, gw), got shape {maps.shape}")
+    flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1])
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranked = np.take_along_axis(flat, order, axis=1)
+    before = np.cumsum(ranked, axis=1) - ranked  # mass of the entries ranked above each one
+    chosen = before < keep * ranked.sum(axis=1, keepdims=True)
+    out = np.zeros_like(chosen)
+    np.put_along_axis(out, order, chosen, axis=1)
+    return out.reshape(maps.shape)
+
+
+def upsample(maps: np.ndarray, patch_size: tuple[int, int]) -> np.ndarray:
+    """Each patch's value repeated over its p1 x p2 pixels: (..., gh, gw) -> (..., gh p1, gw p2)."""
+    p1, p2 = patch_size
+    return np.repeat(np.repeat(maps, p1, axis=-2), p2, axis=-1)
+
+
+def attention_masks(
+    attention: np.ndarray, grid: tuple[int, int], patch_size: tuple[int, int], keep: float = KEEP
+) -> tuple[np.ndarray, np.ndarray]:
+    """(per-head masks (B, heads, H, W), head-average masks (B, H, W)) from one layer's
+    attention (B, heads, N, N), thresholded by ``mass_threshold`` and upsampled to pixels."""
+    maps = cls_attention_maps(attention, grid)
+    heads = upsample(mass_threshold(maps, keep), patch_size)
+    average = upsample(mass_threshold(maps.mean(axis=1), keep), patch_size)
+    return heads, average
+
+
+def normalized_cut(features: Any, weights: Any, tau: float = 0.15, eps: float = 1e-5) -> np.ndarray:
+    """Bipartition of each image's patches by the normalized cut (module docstring).
+
+    ``features`` (B, n, d) patch features, ``weights`` (B, n) nonnegative (the cls attention);
+    returns bool (B, n), True on the side holding more of ``weights``. Computed with the array
+    module of ``features`` (NumPy or CuPy) and its ``linalg.eigh``.
+    """
+    xp = backend.array_module(features)
+    f = xp.asarray(features, dtype=xp.float64)
+    w = xp.asarray(weights, dtype=xp.float64)
+    if f.ndim != 3 or w.shape != f.shape[:2]:
+        raise ValueError(f"features must be (B, n, d) and weights (B, n), got {f.shape} and {w.shape}")
+    f = f / xp.maximum(xp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+    W = xp.where(f @ f.transpose(0, 2, 1) >= tau, 1.0, eps)
+    d_isqrt = 1 / xp.sqrt(W.sum(axis=-1))
+    L = xp.eye(f.shape[1]) - d_isqrt[:, :, None] * W * d_isqrt[:, None, :]
+    _, vecs = xp.linalg.eigh(L)
+    x = vecs[:, :, 1] * d_isqrt
+    side = x > x.mean(axis=1, keepdims=True)
+    inside = (w * side).sum(axis=1) >= (w * ~side).sum(axis=1)
+    return backend.to_numpy(xp.where(inside[:, None], side, ~side))
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Intersection over union per image, (B,), of boolean masks (B, H, W); 1 where both are empty."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape or pred.ndim != 3:
+        raise ValueError(f"pred and truth must both be (B, H, W), got {pred.shape} and {truth.shape}")
+    if pred.dtype != np.bool_ or truth.dtype != np.bool_:
+        raise ValueError(f"pred and truth must be boolean, got {pred.dtype} and {truth.dtype}")
+    inter = (pred & truth).sum(axis=(1, 2))
+    union = (pred | truth).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def centered_box(truth: np.ndarray) -> np.ndarray:
+    """The baseline: for every image the same box, of the mean bounding-box height and width of
+    the true masks (B, H, W), centred in the frame; bool (B, H, W)."""
+    truth = np.asarray(truth, dtype=bool)
+    if truth.ndim != 3:
+        raise ValueError(f"truth must be (B, H, W), got {truth.shape}")
+    _, H, W = truth.shape
+    sizes = []
+    for axis in (2, 1):  # rows occupied, columns occupied
+        any_ = truth.any(axis=axis)
+        first, last = any_.argmax(axis=1), any_.shape[1] - 1 - any_[:, ::-1].argmax(axis=1)
+        sizes.append(np.where(any_.any(axis=1), last - first + 1, 0).mean())
+    h, w = (round(s) for s in sizes)
+    box = np.zeros((H, W), dtype=bool)
+    box[(H - h) // 2 : (H - h) // 2 + h, (W - w) // 2 : (W - w) // 2 + w] = True
+    return np.broadcast_to(box, truth.shape).copy()
+
+
+def patch_quantized(truth: np.ndarray, patch_size: tuple[int, int]) -> np.ndarray:
+    """The true masks at the patch resolution: a patch is on when at least half of its pixels are."""
+    truth = np.asarray(truth, dtype=bool)
+    B, H, W = truth.shape
+    p1, p2 = patch_size
+    if H % p1 or W % p2:
+        raise ValueError(f"masks of {H}x{W} are not divisible into {p1}x{p2} patches")
+    share = truth.reshape(B, H // p1, p1, W // p2, p2).mean(axis=(2, 4))
+    return upsample(share >= 0.5, patch_size)
+
+
+def layer_tokens(model: Module, images: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One forward (no gradients): per layer, the attention (B, heads, N, N) and the output tokens
+    (B, N, dim) of a CRATE ("ista_out") or ViT ("mlp_out") classifier with a cls token."""
+    if getattr(model, "cls_token", None) is None:
+        raise ValueError(f"{type(model).__name__} has no cls token; attention segmentation needs one")
+    _, rec = intermediates(model, images)
+    return rec["attention"], rec["ista_out" if "ista_out" in rec else "mlp_out"]
+
+
+def predict_masks(
+    model: Module, images: Any, method: str = "attention", layer: int = -1, keep: float = KEEP
+) -> np.ndarray:
+    """Object masks, bool (B, H, W), of ``images`` from the cls attention of layer ``layer``
+    (``method="attention"``: the head average, thresholded to ``keep`` of the mass) or from the
+    normalized cut of that layer's patch features (``method="maskcut"``)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    attention, tokens = layer_tokens(model, images)
+    depth = len(attention)
+    if not -depth <= layer < depth:
+        raise ValueError(f"layer {layer} is out of range for a model of {depth} layers")
+    (H, W), (p1, p2) = model.image_size, model.patch_size
+    grid = (H // p1, W // p2)
+    if method == "attention":
+        return attention_masks(attention[layer], grid, (p1, p2), keep)[1]
+    weights = cls_attention_maps(attention[layer], grid).mean(axis=1).reshape(len(tokens[layer]), -1)
+    side = normalized_cut(tokens[layer][:, 1:], weights)
+    return upsample(side.reshape(-1, *grid), (p1, p2))
