@@ -29,6 +29,7 @@ from whitebox.segment import (
     attention_masks,
     centered_box,
     cls_attention_maps,
+    head_ious,
     iou,
     layer_tokens,
     normalized_cut,
@@ -97,7 +98,7 @@ def score(model: Any, images: Any, truth: np.ndarray) -> list[dict[str, Any]]:
     rows = []
     for layer, (attn, tok) in enumerate(zip(attention, tokens, strict=True)):
         heads, average = attention_masks(attn, grid, patch)
-        per_head = np.stack([iou(heads[:, k], truth) for k in range(heads.shape[1])], axis=1).mean(axis=0)
+        per_head = head_ious(heads, truth).mean(axis=0)
         weights = cls_attention_maps(attn, grid).mean(axis=1).reshape(len(tok), -1)
         cut = upsample(normalized_cut(tok[:, 1:], weights).reshape(-1, *grid), patch)
         rows.append(

@@ -12,6 +12,7 @@ from whitebox.data import load_dataset
 from whitebox.data.datasets import DATASETS, FASHION_SYSTEM_DIR
 from whitebox.data.scenes import MASK_LEVEL, make_scenes, render_backgrounds, resize, scenes_loader
 from whitebox.segment import centered_box, iou
+from whitebox.viz_scenes import plot_scenes, plot_segmentation
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,19 @@ def test_registry_scenes_fashion():
     test = load_dataset("scenes-fashion", "test")
     assert len(test) == 10000 and test.masks.shape == (10000, 48, 48)
     assert DATASETS["scenes-fashion"].flip_ok is False
+
+
+def test_figures(tmp_path, scenes):
+    path = plot_scenes(
+        scenes.images[:4], scenes.masks[:4], tmp_path / "f" / "scenes.png", ["a", "b", "c", "d"]
+    )
+    assert path.stat().st_size > 1000
+    maps = np.random.default_rng(0).random((4, 2, 48, 48))
+    out = plot_segmentation(
+        scenes.images[:4], scenes.masks[:4], ~scenes.masks[:4], maps, tmp_path / "seg.png", title="t"
+    )
+    assert out.stat().st_size > 1000
+    with pytest.raises(ValueError, match=r"masks must be \(B, H, W\)"):
+        plot_scenes(scenes.images[:4], scenes.masks[:3], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="truth and pred must be"):
+        plot_segmentation(scenes.images[:4], scenes.masks[:4], scenes.masks[:3], maps, tmp_path / "bad.png")

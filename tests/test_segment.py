@@ -12,6 +12,7 @@ from whitebox.segment import (
     attention_masks,
     centered_box,
     cls_attention_maps,
+    head_ious,
     iou,
     mass_threshold,
     normalized_cut,
@@ -68,6 +69,19 @@ def test_iou_by_hand():
         iou(pred, truth[:, :1])
     with pytest.raises(ValueError, match="boolean"):
         iou(pred.astype(int), truth)
+
+
+def test_head_ious():
+    truth = np.zeros((2, 2, 2), bool)
+    truth[:, 0] = True  # the top row
+    heads = np.zeros((2, 3, 2, 2), bool)
+    heads[:, 0, 0] = True  # head 0 is exact
+    heads[:, 1] = True  # head 1 covers everything: 2 / 4
+    heads[0, 2, 1, 1] = True  # head 2 misses in image 0, matches one pixel of two in image 1
+    heads[1, 2, 0, 0] = True
+    np.testing.assert_allclose(head_ious(heads, truth), [[1, 0.5, 0], [1, 0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"\(B, heads, H, W\)"):
+        head_ious(heads[0], truth)
 
 
 def test_centered_box_has_the_mean_size():

@@ -118,6 +118,15 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def head_ious(heads: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of every head's mask, (B, heads), from masks (B, heads, H, W) and the truth (B, H, W);
+    the best head is the argmax of its mean over the images (chosen with the truth: an oracle)."""
+    heads = np.asarray(heads)
+    if heads.ndim != 4:
+        raise ValueError(f"heads must be (B, heads, H, W), got {heads.shape}")
+    return np.stack([iou(heads[:, k], truth) for k in range(heads.shape[1])], axis=1)
+
+
 def centered_box(truth: np.ndarray) -> np.ndarray:
     """The baseline: for every image the same box, of the mean bounding-box height and width of
     the true masks (B, H, W), centred in the frame; bool (B, H, W)."""

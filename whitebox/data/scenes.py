@@ -38,7 +38,7 @@ MASK_LEVEL = 0.3
 #: Range of the object's scale factor (new side / original side).
 SCALE_RANGE = (0.7, 1.3)
 #: Side range (pixels) of the object fragments in the clutter, and how many a scene gets.
-FRAGMENT_SIDE = (8, 13)
+FRAGMENT_SIDE = (6, 10)
 FRAGMENTS = (2, 4)
 
 
