@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from whitebox import backend
-from whitebox.crate.inspect import intermediates
+from whitebox.crate.probe import intermediates
 from whitebox.nn import Module
 
 METHODS = ("attention", "maskcut")
