@@ -1,22 +1,27 @@
 """Reports on trained runs: per-layer measurements, attention maps and the figures of the README.
 
-Used by the command line (``measure``, ``attention``, ``figures``, ``demo``) and by the
-benchmarks alike. A run is opened with ``whitebox.train.task.open_run`` (any registered task);
+Used by the command line (``measure``, ``attention``, ``segment``, ``figures``, ``demo``) and by
+the benchmarks alike. A run is opened with ``whitebox.train.task.open_run`` (any registered task);
 what is measured is ``whitebox.measure.layerwise_compression_sparsity`` on the task's held-out
-inputs, what is drawn is ``whitebox.viz``.
+inputs, segmentation is scored by ``whitebox.segment``; what is drawn is ``whitebox.viz``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from whitebox import measure, viz
+import numpy as np
+
+from whitebox import measure, segment, viz
 from whitebox.crate import intermediates
-from whitebox.data import load_dataset
+from whitebox.data import DataLoader, load_dataset
+from whitebox.segment import cls_attention_maps
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
 from whitebox.train.loop import CHECKPOINT, read_metrics
 from whitebox.train.task import open_run
+from whitebox.viz_scenes import plot_segmentation
 
 
 class RunError(ValueError):
@@ -37,12 +42,17 @@ def measure_run(run: Path, n: int) -> tuple[list[dict[str, Any]], str]:
     return measure.layerwise_compression_sparsity(model, inputs), task.describe(len(inputs))
 
 
-def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
-    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images."""
+def _image_task(run: Path, what: str) -> tuple[ImageClassification, Any]:
     require_checkpoint(run)
     task, model = open_run(run)
     if not isinstance(task, ImageClassification):
-        raise RunError(f"attention maps are drawn for image runs; {run} is a {task.config.task} run")
+        raise RunError(f"{what} needs an image run; {run} is a {task.config.task} run")
+    return task, model
+
+
+def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
+    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images."""
+    task, model = _image_task(run, "attention maps")
     config = task.config
     images, raw, labels = task.heldout_images(n)
     logits, rec = intermediates(model, images)
@@ -51,11 +61,79 @@ def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "
     depth = len(rec["attention"])
     paths = []
     for layer in range(max(0, depth - layers), depth):
-        maps = viz.cls_attention_maps(rec["attention"][layer], grid)
+        maps = cls_attention_maps(rec["attention"][layer], grid)
         tags = [f"{names[y]} -> {names[p]}" for y, p in zip(labels, logits.argmax(-1), strict=True)]
         title = f"{ARCH_NAMES[config.model]} {Path(run).name}: cls attention, layer {layer + 1}/{depth}"
         paths.append(viz.plot_attention(raw, maps, out / f"{prefix}_layer{layer + 1}.png", title, tags))
     return paths
+
+
+def segment_run(
+    run: Path,
+    n: int,
+    method: str = "attention",
+    layer: int | None = None,
+    out: Path | None = None,
+    *,
+    shown: int = 6,
+) -> dict[str, Any]:
+    """Score a run as a segmenter on ``n`` held-out scenes with true masks (``whitebox.segment``).
+
+    ``layer`` counts from 1 (None: the last). Returns ``rows`` (``segment.layer_scores``), ``refs``
+    (floor and ceiling), ``title``, ``table`` (the two as text), ``layer`` (0-based), ``method`` and
+    ``iou``, the mean IoU of ``method`` in that layer (the head average for attention); with ``out``,
+    also ``figure``: out/segment_<method>_layer<L>.png (image, true mask, predicted mask and each
+    head's cls attention, on ``shown`` of the scenes) and ``json``: out/segment.json.
+    """
+    if method not in segment.METHODS:
+        raise RunError(f"unknown method {method!r}; choose one of {', '.join(segment.METHODS)}")
+    task, model = _image_task(run, "segmentation")
+    scenes = task.heldout_subset(n)
+    if scenes.masks is None:
+        raise RunError(
+            f"{run} was trained on {task.config.data}, which has no true masks; "
+            "segment scores runs on scenes-mnist or scenes-fashion"
+        )
+    config = task.config
+    name = f"{ARCH_NAMES[config.model]} ({config.preset}) {Path(run).name}"
+    depth = config.model_args["depth"]
+    layer = depth if layer is None else layer
+    if not 1 <= layer <= depth:
+        raise RunError(f"layer {layer} is out of range: {run} has {depth} layers (1..{depth})")
+    images, _ = next(iter(DataLoader(scenes, len(scenes), shuffle=False, device=config.device)))
+    rows = segment.layer_scores(model, images, scenes.masks)
+    refs = segment.references(scenes.masks, model.patch_size)
+    title = f"{name}: mean IoU per layer on {len(scenes)} held-out {config.data} scenes"
+    key = "average" if method == "attention" else "maskcut"
+    result = {
+        "rows": rows,
+        "refs": refs,
+        "title": title,
+        "table": segment.format_table(rows, refs, title),
+        "layer": layer - 1,
+        "method": method,
+        "iou": rows[layer - 1][key],
+    }
+    if out is not None:
+        k = min(shown, len(scenes))
+        pick = np.unique(np.linspace(0, len(scenes) - 1, k).round().astype(int))
+        grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
+        attention, _ = segment.layer_tokens(model, images[pick])
+        maps = segment.upsample(cls_attention_maps(attention[layer - 1], grid), model.patch_size)
+        pred = segment.predict_masks(model, images[pick], method, layer - 1)
+        result["figure"] = plot_segmentation(
+            scenes.images[pick],
+            scenes.masks[pick],
+            pred,
+            maps,
+            Path(out) / f"segment_{method}_layer{layer}.png",
+            title=f"{name}: {method}, layer {layer}/{depth}",
+        )
+        result["json"] = Path(out) / "segment.json"
+        kept = ("rows", "refs", "title", "layer", "method", "iou")
+        saved = {key: value for key, value in result.items() if key in kept}
+        result["json"].write_text(json.dumps(saved, indent=1) + "\n")
+    return result
 
 
 def demo_figures(run: Path, figures: Path, measured: tuple[list[dict[str, Any]], str]) -> list[Path]:

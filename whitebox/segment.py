@@ -165,6 +165,27 @@ def layer_tokens(model: Module, images: Any) -> tuple[list[np.ndarray], list[np.
     return rec["attention"], rec["ista_out" if "ista_out" in rec else "mlp_out"]
 
 
+def _geometry(model: Module) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(patch grid (gh, gw), patch size (p1, p2)) of an image model."""
+    (H, W), (p1, p2) = model.image_size, model.patch_size
+    return (H // p1, W // p2), (p1, p2)
+
+
+def cut_masks(
+    attention: np.ndarray, tokens: np.ndarray, grid: tuple[int, int], patch_size: tuple[int, int]
+) -> np.ndarray:
+    """MaskCut-style masks (B, H, W) of one layer: the normalized cut of its patch tokens
+    (B, N, dim), the side with more of the head-averaged cls attention (B, heads, N, N)."""
+    weights = cls_attention_maps(attention, grid).mean(axis=1).reshape(len(tokens), -1)
+    side = normalized_cut(tokens[:, 1:], weights)
+    return upsample(side.reshape(-1, *grid), patch_size)
+
+
+def _check_layer(layer: int, depth: int) -> None:
+    if not -depth <= layer < depth:
+        raise ValueError(f"layer {layer} is out of range for a model of {depth} layers")
+
+
 def predict_masks(
     model: Module, images: Any, method: str = "attention", layer: int = -1, keep: float = KEEP
 ) -> np.ndarray:
@@ -174,13 +195,62 @@ def predict_masks(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     attention, tokens = layer_tokens(model, images)
-    depth = len(attention)
-    if not -depth <= layer < depth:
-        raise ValueError(f"layer {layer} is out of range for a model of {depth} layers")
-    (H, W), (p1, p2) = model.image_size, model.patch_size
-    grid = (H // p1, W // p2)
+    _check_layer(layer, len(attention))
+    grid, patch = _geometry(model)
     if method == "attention":
-        return attention_masks(attention[layer], grid, (p1, p2), keep)[1]
-    weights = cls_attention_maps(attention[layer], grid).mean(axis=1).reshape(len(tokens[layer]), -1)
-    side = normalized_cut(tokens[layer][:, 1:], weights)
-    return upsample(side.reshape(-1, *grid), (p1, p2))
+        return attention_masks(attention[layer], grid, patch, keep)[1]
+    return cut_masks(attention[layer], tokens[layer], grid, patch)
+
+
+def layer_scores(model: Module, images: Any, truth: np.ndarray, keep: float = KEEP) -> list[dict[str, Any]]:
+    """Mean IoU against the true masks ``truth`` (B, H, W) of ``images`` (B, C, H, W), per layer l
+    (0-based): ``{"layer": l, "heads": [one per head], "average": head average, "best": the best
+    head (chosen with the truth, an oracle), "maskcut": normalized cut}``, from one forward."""
+    truth = np.asarray(truth)
+    shape = tuple(images.shape)
+    if truth.dtype != np.bool_ or truth.shape != (shape[0], *shape[2:]):
+        raise ValueError(
+            f"masks must be bool (B, H, W) = {(shape[0], *shape[2:])} like the images {shape}, "
+            f"got {truth.dtype} {truth.shape}"
+        )
+    attention, tokens = layer_tokens(model, images)
+    grid, patch = _geometry(model)
+    rows = []
+    for layer, (attn, tok) in enumerate(zip(attention, tokens, strict=True)):
+        heads, average = attention_masks(attn, grid, patch, keep)
+        per_head = head_ious(heads, truth).mean(axis=0)
+        rows.append(
+            {
+                "layer": layer,
+                "heads": [float(v) for v in per_head],
+                "average": float(iou(average, truth).mean()),
+                "best": float(per_head.max()),
+                "maskcut": float(iou(cut_masks(attn, tok, grid, patch), truth).mean()),
+            }
+        )
+    return rows
+
+
+def references(truth: np.ndarray, patch_size: tuple[int, int]) -> dict[str, float]:
+    """The floor and the ceiling of ``layer_scores``: mean IoU of the centred box of the mean object
+    size ("floor") and of the true masks on the patch grid ("ceiling")."""
+    return {
+        "floor": float(iou(centered_box(truth), truth).mean()),
+        "ceiling": float(iou(patch_quantized(truth, patch_size), truth).mean()),
+    }
+
+
+def format_table(rows: list[dict[str, Any]], refs: dict[str, float], title: str = "") -> str:
+    """``layer_scores`` rows as text (layers numbered from 1), then the floor and the ceiling."""
+    lines = [title] if title else []
+    lines.append(f"{'layer':>5s} {'average':>8s} {'best':>6s} {'maskcut':>8s}   per head")
+    for r in rows:
+        heads = " ".join(f"{v:.3f}" for v in r["heads"])
+        lines.append(
+            f"{r['layer'] + 1:5d} {r['average']:8.3f} {r['best']:6.3f} {r['maskcut']:8.3f}   {heads}"
+        )
+    lines.append(
+        f"floor (centred box of the mean object size) {refs['floor']:.3f}; "
+        f"ceiling (true masks on the patch grid) {refs['ceiling']:.3f}"
+    )
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ each split's scenes use only that split's objects, also for the fragments.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,12 +168,18 @@ def scenes_loader(
 
     ``source`` is the registry loader of the object dataset ``source_name``, read from its own
     folder next to the scenes' (``directory.parent / source_name``). Returns (images, labels,
-    class_names, masks).
+    class_names, masks): copies of the scenes, generated once per process and split (seconds)
+    and kept for the next call.
     """
 
-    def load(split: str, directory: Path, download: bool) -> tuple[np.ndarray, ...]:
+    @functools.lru_cache(maxsize=2)
+    def generate(split: str, directory: Path, download: bool) -> tuple[Scenes, list[str]]:
         objects, labels, class_names = source(split, directory.parent / source_name, download)
         scenes = make_scenes(objects, labels, per_object * len(objects), size, SPLIT_SEEDS[split], fill_holes)
-        return scenes.images, scenes.labels, class_names, scenes.masks
+        return scenes, class_names
+
+    def load(split: str, directory: Path, download: bool) -> tuple[np.ndarray, ...]:
+        scenes, class_names = generate(split, directory, download)
+        return scenes.images.copy(), scenes.labels.copy(), list(class_names), scenes.masks.copy()
 
     return load
