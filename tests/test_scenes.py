@@ -12,7 +12,7 @@ from whitebox.data import load_dataset
 from whitebox.data.datasets import DATASETS, FASHION_SYSTEM_DIR
 from whitebox.data.scenes import MASK_LEVEL, make_scenes, render_backgrounds, resize, scenes_loader
 from whitebox.segment import centered_box, iou
-from whitebox.viz_scenes import plot_scenes, plot_segmentation
+from whitebox.viz_scenes import plot_layer_ious, plot_scenes, plot_segmentation
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,10 @@ def test_figures(tmp_path, scenes):
         plot_scenes(scenes.images[:4], scenes.masks[:3], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="truth and pred must be"):
         plot_segmentation(scenes.images[:4], scenes.masks[:4], scenes.masks[:3], maps, tmp_path / "bad.png")
+    rows = [
+        {"layer": i, "average": 0.1 * i, "best": 0.2, "maskcut": 0.3, "heads": [0.1, 0.2]} for i in range(3)
+    ]
+    out = plot_layer_ious(
+        {"A": rows, "B": rows[::-1]}, {"floor": 0.1, "ceiling": 0.5}, tmp_path / "l" / "iou.png"
+    )
+    assert out.stat().st_size > 1000

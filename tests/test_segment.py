@@ -3,6 +3,8 @@ arrays; predict_masks on tiny untrained CRATE and ViT models (shapes and errors 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -10,13 +12,14 @@ from whitebox import backend
 from whitebox.crate import CRATE, ViT
 from whitebox.segment import (
     attention_masks,
+    best_patch_masks,
     centered_box,
     cls_attention_maps,
     head_ious,
     iou,
     mass_threshold,
     normalized_cut,
-    patch_quantized,
+    patch_coverage,
     predict_masks,
     upsample,
 )
@@ -96,15 +99,24 @@ def test_centered_box_has_the_mean_size():
     np.testing.assert_allclose(iou(box, truth), [0.0, 0.0])
 
 
-def test_patch_quantized_is_majority_per_patch():
+def test_patch_coverage():
     truth = np.zeros((1, 4, 4), bool)
     truth[0, 0, 0:2] = True  # half of the top-left 2x2 patch
     truth[0, 2, 2] = True  # a quarter of the bottom-right one
-    expected = np.zeros((1, 4, 4), bool)
-    expected[0, :2, :2] = True
-    np.testing.assert_array_equal(patch_quantized(truth, (2, 2)), expected)
+    np.testing.assert_allclose(patch_coverage(truth, (2, 2))[0], [[0.5, 0], [0, 0.25]])
     with pytest.raises(ValueError, match="not divisible"):
-        patch_quantized(truth, (3, 3))
+        patch_coverage(truth, (3, 3))
+
+
+def test_best_patch_masks_is_the_best_of_all_patch_sets():
+    rng = np.random.default_rng(0)
+    truth = rng.random((6, 6, 6)) < np.array([0.1, 0.3, 0.5, 0.7, 0.2, 0.05])[:, None, None]
+    best = best_patch_masks(truth, (2, 2))
+    np.testing.assert_array_equal(best, upsample(best[:, ::2, ::2], (2, 2)))  # whole patches
+    subsets = np.array(list(itertools.product([False, True], repeat=9))).reshape(-1, 3, 3)
+    for b in range(len(truth)):  # all 512 sets of the 3x3 patches
+        every = iou(upsample(subsets, (2, 2)), np.broadcast_to(truth[b], (512, 6, 6)))
+        np.testing.assert_allclose(iou(best[b : b + 1], truth[b : b + 1])[0], every.max())
 
 
 def test_normalized_cut_separates_two_clusters():

@@ -45,7 +45,7 @@ def test_segment_prints_and_saves_what_the_library_computes(
     saved = json.loads((scenes_run / "segment.json").read_text())
     assert (scenes_run / "segment_attention_layer2.png").stat().st_size > 0
     assert [r["layer"] for r in saved["rows"]] == [0, 1] and saved["layer"] == 1
-    assert "floor (centred box" in out and "ceiling (true masks on the patch grid)" in out
+    assert "floor (centred box" in out and "ceiling (best mask of whole patches)" in out
     assert f"layer 2/2: mean IoU {saved['iou']:.3f}" in out
 
     # the same numbers from the library, on the same held-out scenes

@@ -76,14 +76,15 @@ def segment_run(
     out: Path | None = None,
     *,
     shown: int = 6,
+    prefix: str = "segment",
 ) -> dict[str, Any]:
     """Score a run as a segmenter on ``n`` held-out scenes with true masks (``whitebox.segment``).
 
     ``layer`` counts from 1 (None: the last). Returns ``rows`` (``segment.layer_scores``), ``refs``
     (floor and ceiling), ``title``, ``table`` (the two as text), ``layer`` (0-based), ``method`` and
     ``iou``, the mean IoU of ``method`` in that layer (the head average for attention); with ``out``,
-    also ``figure``: out/segment_<method>_layer<L>.png (image, true mask, predicted mask and each
-    head's cls attention, on ``shown`` of the scenes) and ``json``: out/segment.json.
+    also ``figure``: out/<prefix>_<method>_layer<L>.png (image, true mask, predicted mask and each
+    head's cls attention, on ``shown`` of the scenes) and ``json``: out/<prefix>.json.
     """
     if method not in segment.METHODS:
         raise RunError(f"unknown method {method!r}; choose one of {', '.join(segment.METHODS)}")
@@ -126,10 +127,10 @@ def segment_run(
             scenes.masks[pick],
             pred,
             maps,
-            Path(out) / f"segment_{method}_layer{layer}.png",
+            Path(out) / f"{prefix}_{method}_layer{layer}.png",
             title=f"{name}: {method}, layer {layer}/{depth}",
         )
-        result["json"] = Path(out) / "segment.json"
+        result["json"] = Path(out) / f"{prefix}.json"
         kept = ("rows", "refs", "title", "layer", "method", "iou")
         saved = {key: value for key, value in result.items() if key in kept}
         result["json"].write_text(json.dumps(saved, indent=1) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -74,6 +75,30 @@ def plot_segmentation(
     for j, name in enumerate(["image", "true mask", "predicted", *(f"head {k + 1}" for k in range(K))]):
         axes[0, j].set_title(name, fontsize=8)
     _bare(axes)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_layer_ious(
+    results: dict[str, list[dict[str, Any]]], refs: dict[str, float], path: str | Path, title: str = ""
+) -> Path:
+    """Mean IoU against the layer (from 1), one panel per method (head average, best head,
+    normalized cut), one line per model; ``results`` maps a label to ``segment.layer_scores`` rows,
+    ``refs`` holds the floor and the ceiling (``segment.references``), drawn as dashed lines."""
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    panels = {"average": "head average", "best": "best head", "maskcut": "normalized cut"}
+    for ax, (key, name) in zip(axes, panels.items(), strict=True):
+        for label, rows in results.items():
+            ax.plot([r["layer"] + 1 for r in rows], [r[key] for r in rows], marker="o", label=label)
+        ax.axhline(refs["floor"], color="gray", ls="--", lw=1, label="floor (centred box)")
+        ax.axhline(refs["ceiling"], color="black", ls=":", lw=1, label="ceiling (patch grid)")
+        ax.set(xlabel="layer", title=name)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean IoU")
+    axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
