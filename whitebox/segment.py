@@ -20,6 +20,8 @@ the highest IoU, the best any patch-level segmenter can do.
 
     pred = predict_masks(model, images, method="attention", layer=-1)   # bool (B, H, W)
     iou(pred, true_masks).mean()
+    rows = layer_scores(model, images, true_masks)   # every layer, head and method, one forward
+    print(format_table(rows, references(true_masks, model.patch_size)))
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def plot_layer_ious(
         for label, rows in results.items():
             ax.plot([r["layer"] + 1 for r in rows], [r[key] for r in rows], marker="o", label=label)
         ax.axhline(refs["floor"], color="gray", ls="--", lw=1, label="floor (centred box)")
-        ax.axhline(refs["ceiling"], color="black", ls=":", lw=1, label="ceiling (patch grid)")
+        ax.axhline(refs["ceiling"], color="black", ls=":", lw=1, label="ceiling (best patch mask)")
         ax.set(xlabel="layer", title=name)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
