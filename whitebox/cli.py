@@ -132,12 +132,15 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    result = report.segment_run(args.run, args.n, args.method, args.layer, args.out or args.run)
+    out = args.out or args.run
+    result = report.segment_run(args.run, args.n, args.method, args.layer, out)
     print(result["table"])
     what = "head average, 60% of the attention mass" if args.method == "attention" else "normalized cut"
     depth = len(result["rows"])
     print(f"{args.method} ({what}), layer {result['layer'] + 1}/{depth}: mean IoU {result['iou']:.3f}")
-    print(f"wrote {result['figure']} and {result['json']}")
+    saved = {k: result[k] for k in ("title", "method", "layer", "iou", "refs", "rows")}
+    (out / "segment.json").write_text(json.dumps(saved, indent=1) + "\n")
+    print(f"wrote {result['figure']} and {out / 'segment.json'}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

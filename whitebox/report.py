@@ -8,7 +8,6 @@ inputs, segmentation is scored by ``whitebox.segment``; what is drawn is ``white
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,7 @@ def segment_run(
     (floor and ceiling), ``title``, ``table`` (the two as text), ``layer`` (0-based), ``method`` and
     ``iou``, the mean IoU of ``method`` in that layer (the head average for attention); with ``out``,
     also ``figure``: out/<prefix>_<method>_layer<L>.png (image, true mask, predicted mask and each
-    head's cls attention, on ``shown`` of the scenes) and ``json``: out/<prefix>.json.
+    head's cls attention, on ``shown`` of the scenes).
     """
     if method not in segment.METHODS:
         raise RunError(f"unknown method {method!r}; choose one of {', '.join(segment.METHODS)}")
@@ -130,10 +129,6 @@ def segment_run(
             Path(out) / f"{prefix}_{method}_layer{layer}.png",
             title=f"{name}: {method}, layer {layer}/{depth}",
         )
-        result["json"] = Path(out) / f"{prefix}.json"
-        kept = ("rows", "refs", "title", "layer", "method", "iou")
-        saved = {key: value for key, value in result.items() if key in kept}
-        result["json"].write_text(json.dumps(saved, indent=1) + "\n")
     return result
 
 
