@@ -7,9 +7,9 @@ then scores each run as ``python -m whitebox segment RUN`` does (``whitebox.repo
 on ``--n-eval`` held-out scenes, per layer: the mean IoU of each head's cls-attention mask (60%
 of the mass kept, upsampled), of the head average, of the best head (chosen by its IoU on these
 same scenes, so an optimistic number), and of the normalized cut of the layer's patch features.
-Floor and ceiling: a centred box of the mean object size, and the true masks quantized to the
-patch grid. Headline: the last layer, mean and spread over the seeds. Each run's last-layer
-figure (attention) goes to ``--figures``, with a figure of sample scenes.
+Floor and ceiling: a centred box of the mean object size, and the best mask made of whole
+patches (``segment.best_patch_masks``). Headline: the last layer, mean and spread over the
+seeds. Each run's last-layer figure (attention) goes to ``--figures``, with sample scenes.
 
     python benchmarks/segmentation_side_by_side.py                             # 2 seeds, CPU
     python benchmarks/segmentation_side_by_side.py --epochs 1 --seeds 0 --n-eval 100   # smoke run
@@ -95,7 +95,7 @@ def main() -> None:
     )
     print(
         f"centred box of the mean object size (floor) {refs['floor']:.3f}; "
-        f"true masks on the patch grid (ceiling) {refs['ceiling']:.3f}"
+        f"best mask of whole patches (ceiling) {refs['ceiling']:.3f}"
     )
     for name, values in last.items():
         cells = ", ".join(f"{k} {np.mean(v):.3f} +- {np.std(v):.3f}" for k, v in values.items())
