@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from whitebox import report
 from whitebox.train import classify, read_metrics, task
-from whitebox.train.loop import CHECKPOINT
+from whitebox.train.run_files import CHECKPOINT
 from whitebox.viz_scenes import plot_scenes
 
 

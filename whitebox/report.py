@@ -15,16 +15,21 @@ import numpy as np
 
 from whitebox import measure, segment, viz
 from whitebox.crate import intermediates
-from whitebox.data import DataLoader, load_dataset
-from whitebox.segment import cls_attention_maps
+from whitebox.data import DataLoader
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
-from whitebox.train.loop import CHECKPOINT, read_metrics
+from whitebox.train.run_files import CHECKPOINT, RunError, read_metrics
 from whitebox.train.task import open_run
 from whitebox.viz_scenes import plot_segmentation
 
-
-class RunError(ValueError):
-    """A run that cannot give what was asked (no checkpoint yet, the wrong task)."""
+__all__ = [
+    "RunError",
+    "attention_figures",
+    "demo_figures",
+    "measure_run",
+    "require_checkpoint",
+    "run_figures",
+    "segment_run",
+]
 
 
 def require_checkpoint(run: Path) -> None:
@@ -41,30 +46,38 @@ def measure_run(run: Path, n: int) -> tuple[list[dict[str, Any]], str]:
     return measure.layerwise_compression_sparsity(model, inputs), task.describe(len(inputs))
 
 
+def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
+    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images
+    (for ToST, whose TSSA has no attention matrix, each patch's membership Pi in each head)."""
+    require_checkpoint(run)
+    task, model = open_run(run)
+    if not isinstance(task, ImageClassification):
+        raise RunError(f"attention maps are drawn for image runs; {run} is a {task.config.task} run")
+    config = task.config
+    images, raw, labels = task.heldout_images(n)
+    logits, rec = intermediates(model, images)
+    names = task.dataset("test").class_names
+    grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
+    depth = len(rec["attention"])
+    paths = []
+    for layer in range(max(0, depth - layers), depth):
+        attention = rec["attention"][layer]
+        if attention.ndim == 3:  # TSSA's memberships Pi (B, heads, N)
+            maps, what = viz.membership_maps(attention, grid), "head memberships"
+        else:
+            maps, what = viz.cls_attention_maps(attention, grid), "cls attention"
+        tags = [f"{names[y]} -> {names[p]}" for y, p in zip(labels, logits.argmax(-1), strict=True)]
+        title = f"{ARCH_NAMES[config.model]} {Path(run).name}: {what}, layer {layer + 1}/{depth}"
+        paths.append(viz.plot_attention(raw, maps, out / f"{prefix}_layer{layer + 1}.png", title, tags))
+    return paths
+
+
 def _image_task(run: Path, what: str) -> tuple[ImageClassification, Any]:
     require_checkpoint(run)
     task, model = open_run(run)
     if not isinstance(task, ImageClassification):
         raise RunError(f"{what} needs an image run; {run} is a {task.config.task} run")
     return task, model
-
-
-def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
-    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images."""
-    task, model = _image_task(run, "attention maps")
-    config = task.config
-    images, raw, labels = task.heldout_images(n)
-    logits, rec = intermediates(model, images)
-    names = load_dataset(config.data, "test").class_names
-    grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
-    depth = len(rec["attention"])
-    paths = []
-    for layer in range(max(0, depth - layers), depth):
-        maps = cls_attention_maps(rec["attention"][layer], grid)
-        tags = [f"{names[y]} -> {names[p]}" for y, p in zip(labels, logits.argmax(-1), strict=True)]
-        title = f"{ARCH_NAMES[config.model]} {Path(run).name}: cls attention, layer {layer + 1}/{depth}"
-        paths.append(viz.plot_attention(raw, maps, out / f"{prefix}_layer{layer + 1}.png", title, tags))
-    return paths
 
 
 def segment_run(
@@ -95,6 +108,8 @@ def segment_run(
             "segment scores runs on scenes-mnist or scenes-fashion"
         )
     config = task.config
+    if config.model == "tost":
+        raise RunError(f"{run} is a ToST run: its TSSA has no attention matrix to segment with")
     name = f"{ARCH_NAMES[config.model]} ({config.preset}) {Path(run).name}"
     depth = config.model_args["depth"]
     layer = depth if layer is None else layer
@@ -119,7 +134,7 @@ def segment_run(
         pick = np.unique(np.linspace(0, len(scenes) - 1, k).round().astype(int))
         grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
         attention, _ = segment.layer_tokens(model, images[pick])
-        maps = segment.upsample(cls_attention_maps(attention[layer - 1], grid), model.patch_size)
+        maps = segment.upsample(segment.cls_attention_maps(attention[layer - 1], grid), model.patch_size)
         pred = segment.predict_masks(model, images[pick], method, layer - 1)
         result["figure"] = plot_segmentation(
             scenes.images[pick],

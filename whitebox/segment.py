@@ -191,6 +191,8 @@ def layer_tokens(model: Module, images: Any) -> tuple[list[np.ndarray], list[np.
     if getattr(model, "cls_token", None) is None:
         raise ValueError(f"{type(model).__name__} has no cls token; attention segmentation needs one")
     _, rec = intermediates(model, images)
+    if any(a.ndim != 4 for a in rec["attention"]):
+        raise ValueError(f"{type(model).__name__} records no (B, heads, N, N) attention to segment with")
     return rec["attention"], rec["ista_out" if "ista_out" in rec else "mlp_out"]
 
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from whitebox.segment import cls_attention_maps, upsample
 
 # cls_attention_maps (defined in whitebox.segment) makes the maps plot_attention draws.
-__all__ = ["cls_attention_maps", "plot_attention", "plot_layerwise", "plot_training"]
+__all__ = ["cls_attention_maps", "membership_maps", "plot_attention", "plot_layerwise", "plot_training"]
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -85,6 +85,14 @@ def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     img = np.asarray(image, dtype=np.float64)
     img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
     return (img[0], "gray") if img.shape[0] == 1 else (img.transpose(1, 2, 0), None)
+
+
+def membership_maps(pi: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """ToST's stand-in for attention maps: each patch's membership Pi_k in head k, (B, heads, gh, gw),
+    from TSSA's memberships (B, heads, N) (token 0, the cls token, left out). TSSA has no N x N
+    attention matrix; Pi is the only per-token weighting it computes."""
+    B, H = pi.shape[:2]
+    return pi[:, :, 1:].reshape(B, H, *grid)
 
 
 def plot_attention(
