@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from whitebox import backend
-from whitebox.crate import CRATE, ViT
+from whitebox.crate import CRATE, CRATEAlpha, ToST, ViT
 from whitebox.segment import (
     attention_masks,
     best_patch_masks,
@@ -153,3 +153,21 @@ def test_predict_masks_shapes_and_errors(cls):
     model.cls_token = None
     with pytest.raises(ValueError, match="has no cls token"):
         predict_masks(model, images)
+
+
+def test_crate_alpha_segments_and_tost_is_refused():
+    images = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    sizes = {
+        "image_size": 12,
+        "patch_size": 4,
+        "num_classes": 3,
+        "dim": 16,
+        "depth": 2,
+        "heads": 2,
+        "channels": 1,
+    }
+    backend.manual_seed(0)
+    pred = predict_masks(CRATEAlpha(**sizes).eval(), images, method="maskcut")
+    assert pred.shape == (2, 12, 12) and pred.dtype == np.bool_
+    with pytest.raises(ValueError, match=r"ToST records no \(B, heads, N, N\) attention"):
+        predict_masks(ToST(**sizes).eval(), images)
