@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "train": 7,
     "measure": 7,
     "viz": 7,
+    "segment": 7,  # segmentation from attention and its IoU (issue 12)
+    "viz_scenes": 7,
     "report": 8,  # measurements and figures of a run, for the CLI and the benchmarks
     "cli_args": 9,
     "cli": 9,

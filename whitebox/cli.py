@@ -7,6 +7,8 @@ Subcommands (``python -m whitebox CMD --help`` for the options):
     measure     per layer: R^c of the tokens entering attention and sparsity of the ISTA (MLP)
                 outputs, on held-out inputs (table, JSON and plot in the run directory)
     attention   the cls token's attention over the patches, per head, in the last layers (PNG)
+    segment     score an image run on scenes with true masks as a segmenter: mean IoU per layer
+                and head against a floor and a ceiling, and a figure (whitebox.segment)
     figures     regenerate figures/ from the runs (see FIGURE_RUNS)
     demo        train CRATE on mnist5k on the CPU, then print and plot what it learned
     sample      generate text from a language-model run
@@ -190,6 +192,18 @@ def cmd_attention(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def cmd_segment(args: argparse.Namespace) -> None:
+    out = args.out or args.run
+    result = report.segment_run(args.run, args.n, args.method, args.layer, out)
+    print(result["table"])
+    what = "head average, 60% of the attention mass" if args.method == "attention" else "normalized cut"
+    depth = len(result["rows"])
+    print(f"{args.method} ({what}), layer {result['layer'] + 1}/{depth}: mean IoU {result['iou']:.3f}")
+    saved = {k: result[k] for k in ("title", "method", "layer", "iou", "refs", "rows")}
+    (out / "segment.json").write_text(json.dumps(saved, indent=1) + "\n")
+    print(f"wrote {result['figure']} and {out / 'segment.json'}")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     if read_config(args.run).task == "image":
@@ -275,6 +289,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "measure": cmd_measure,
     "attention": cmd_attention,
+    "segment": cmd_segment,
     "figures": cmd_figures,
     "demo": cmd_demo,
     "sample": cmd_sample,

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from whitebox.data import available_datasets
 from whitebox.data.text import CORPORA
+from whitebox.segment import METHODS
 from whitebox.train.run_files import CONFIG
 
 TASKS = ("image", "lm", "mlm")
@@ -243,6 +244,23 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("--n", type=_positive_int, default=6, help="test images (default 6)")
     p.add_argument("--layers", type=_positive_int, default=2, help="how many last layers (default 2)")
     p.add_argument("--out", type=Path, help="folder for attention_layer*.png (default: the run directory)")
+    p = command("segment", "mean IoU of attention masks and normalized cuts against true masks")
+    p.add_argument("run", type=_run_dir, help="an image run on scenes-mnist or scenes-fashion")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="attention",
+        help="masks of the headline and the figure: the head-average cls attention (60%% of its mass; "
+        "default) or the normalized cut; the table has both",
+    )
+    p.add_argument(
+        "--layer", type=_positive_int, help="layer of the headline and the figure, from 1 (default: last)"
+    )
+    p.add_argument("--n", type=_positive_int, default=500, help="held-out scenes scored (default 500)")
+    p.add_argument(
+        "--out", type=Path, help="folder for the figure and segment.json (default: the run directory)"
+    )
+    _add_threads_arg(p)
     p = command("figures", "regenerate figures/ from runs/demo, runs/fashion_crate, runs/fashion_vit")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding the runs (default runs)")
     p.add_argument("--figures", type=Path, default=Path("figures"), help="output folder (default figures)")

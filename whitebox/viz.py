@@ -15,6 +15,11 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from whitebox.segment import cls_attention_maps, upsample
+
+# cls_attention_maps (defined in whitebox.segment) makes the maps plot_attention draws.
+__all__ = ["cls_attention_maps", "membership_maps", "plot_attention", "plot_layerwise", "plot_training"]
+
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
@@ -127,16 +132,6 @@ def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     return (img[0], "gray") if img.shape[0] == 1 else (img.transpose(1, 2, 0), None)
 
 
-def cls_attention_maps(attention: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """The cls token's attention over the patches, (B, heads, gh, gw), from (B, heads, N, N).
-
-    Row 0 of each head's attention matrix is the cls token's query; its entries 1..N-1 are the
-    probabilities it puts on the patches, in row-major patch order.
-    """
-    B, H = attention.shape[:2]
-    return attention[:, :, 0, 1:].reshape(B, H, *grid)
-
-
 def membership_maps(pi: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """ToST's stand-in for attention maps: each patch's membership Pi_k in head k, (B, heads, gh, gw),
     from TSSA's memberships (B, heads, N) (token 0, the cls token, left out). TSSA has no N x N
@@ -167,7 +162,7 @@ def plot_attention(
         axes[b, 0].imshow(img, cmap=cmap)
         axes[b, 0].set_ylabel(labels[b] if labels is not None else "", fontsize=8)
         for k in range(K):
-            up = np.kron(maps[b, k], np.ones((H // gh, W // gw)))
+            up = upsample(maps[b, k], (H // gh, W // gw))
             ax = axes[b, k + 1]
             ax.imshow(img, cmap=cmap)
             ax.imshow(up, cmap="inferno", alpha=0.6)
