@@ -13,7 +13,10 @@ replaces alpha [U_1, ..., U_K] by a learned output projection.
 
 from __future__ import annotations
 
+from typing import Any
+
 from whitebox.crate.attention import MultiHeadAttention
+from whitebox.crate.kv_cache import LayerCache
 from whitebox.ops.attention import tied_attention
 
 
@@ -32,8 +35,14 @@ class MSSA(MultiHeadAttention):
 
     The frame (masking, dropout, ``keep_attention``) is ``MultiHeadAttention``'s; the
     state_dict keys are the official ``qkv.weight``, ``to_out.0.weight``, ``to_out.0.bias``.
+    Its key/value cache keeps one array per layer, w = x W^T of every head.
     """
 
     projection = "qkv"
     width = 1
     rule = staticmethod(tied_attention)
+
+    def remember(self, projected: Any, cache: LayerCache) -> tuple[Any, Any, Any]:
+        """Cache w alone (query = key = value): one array (B, T, heads * p) per layer."""
+        (w,) = cache.extend(projected)
+        return projected, w, w
