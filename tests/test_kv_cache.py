@@ -1,4 +1,5 @@
-"""Generation with a key/value cache: the same tokens and logits as recomputation, less work."""
+"""Generation with a key/value cache: the same tokens and logits as recomputation, less work;
+and ISTA's path for few tokens (a generation step)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 
 from whitebox import manual_seed, no_grad
-from whitebox.crate import GPT, CausalCRATE, TokenModel
+from whitebox.crate import GPT, ISTA, CausalCRATE, TokenModel
 from whitebox.crate.block import PreNormBlock, Transformer
+from whitebox.crate.ista import ista
 from whitebox.crate.kv_cache import KVCache
+from whitebox.gradcheck import gradcheck
 from whitebox.nn import Identity, Module
 from whitebox.tensor import Tensor
 
@@ -131,3 +134,18 @@ def test_cache_misuse_is_refused() -> None:
         model(np.zeros((1, T - 1), dtype=np.int64), cache=cache)
         with pytest.raises(ValueError, match=f"after {T - 1} cached tokens, more than block_size {T}"):
             model(ids, cache=cache)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_ista_with_few_tokens_skips_the_fold_and_agrees(rows: int) -> None:
+    """Fewer than d / 2 token rows (a generation step): the three-product forward, same values
+    and gradients as the folded one."""
+    m = ISTA(8, eta=0.2, lam=0.05).to(dtype=np.float64)
+    x = Tensor(np.random.default_rng(rows).standard_normal((1, rows, 8)), requires_grad=True)
+    D = m.weight.data
+    expected = np.maximum(x.data + 0.2 * (x.data @ D - x.data @ D.T @ D) - 0.2 * 0.05, 0)
+    np.testing.assert_allclose(m(x).data, expected, rtol=1e-12, atol=1e-12)
+    many = Tensor(np.concatenate([x.data, np.random.default_rng(9).standard_normal((1, 8, 8))], axis=1))
+    np.testing.assert_allclose(m(many).data[:, :rows], expected, rtol=1e-12, atol=1e-12)  # folded path
+    gradcheck(m, x)
+    gradcheck(lambda w: ista(x, w, 0.2, 0.05), m.weight)
