@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -87,14 +88,19 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     backend.check_device(args.device)
+    print(f"greedy, {args.new} new tokens, {args.repeats} repeats; without / with the cache; {args.device}")
     rows = [
         row
         for name in args.models
         for row in measure(name, args.lengths, args.new, args.repeats, args.device)
     ]
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"device": args.device, "new_tokens": args.new, "rows": rows}, f, indent=1)
+            json.dump(
+                {"device": args.device, "new_tokens": args.new, "load": load, "rows": rows}, f, indent=1
+            )
 
 
 if __name__ == "__main__":
