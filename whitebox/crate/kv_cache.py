@@ -7,9 +7,9 @@ feeds only the new tokens:
 
     K_l = [K_l(past); k_l(new)],  V_l = [V_l(past); v_l(new)],  out_new = softmax(s q_new K_l^T) V_l
 
-so a step costs O(T) per layer instead of O(T^2). What a layer stores is its own business:
-the standard ``Attention`` keeps k and v, CRATE's ``MSSA`` (query = key = value = w) one
-array w per layer, all heads side by side in the feature axis, shape (B, T, heads * p).
+so the attention of a step costs O(T) per layer instead of O(T^2). What a layer stores is
+its own business: the standard ``Attention`` keeps k and v, CRATE's ``MSSA`` (query = key =
+value = w) one array w per layer, all heads side by side in the feature axis, (B, T, heads * p).
 
 The cache is an explicit object: ``TokenModel.forward(ids, cache=cache)`` passes it to the
 ``Transformer``, which hands layer l its slot ``cache.layer(l)``.
