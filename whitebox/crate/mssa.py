@@ -14,10 +14,13 @@ keeps the derivation's map back through the same bases instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from whitebox import backend
 from whitebox.crate.attention import MultiHeadAttention
+from whitebox.crate.kv_cache import LayerCache
 from whitebox.nn import Dropout, Parameter
 from whitebox.ops.attention import tied_attention
 from whitebox.tensor import Tensor
@@ -48,6 +51,7 @@ class MSSA(MultiHeadAttention):
 
     The frame (masking, dropout, ``keep_attention``) is ``MultiHeadAttention``'s; the
     state_dict keys are the official ``qkv.weight``, ``to_out.0.weight``, ``to_out.0.bias``.
+    Its key/value cache keeps one array per layer, w = x W^T of every head.
     """
 
     projection = "qkv"
@@ -78,3 +82,8 @@ class MSSA(MultiHeadAttention):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", tied_out=True" if self.tied_out else "")
+
+    def remember(self, projected: Any, cache: LayerCache) -> tuple[Any, Any, Any]:
+        """Cache w alone (query = key = value): one array (B, T, heads * p) per layer."""
+        (w,) = cache.extend(projected)
+        return projected, w, w
