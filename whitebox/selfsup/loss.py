@@ -14,6 +14,10 @@ After each call the center follows the teacher's batch mean,
 
     c <- mu c + (1 - mu) mean_{i, b} t_ib,
 
+except that the first call sets c to that mean (the original starts from c = 0; an untrained
+network's outputs share a large input-independent part, so with c = 0 the first targets are
+all alike, the loss starts artificially low and rises while c catches up),
+
 and tau_t rises linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over the first
 ``warmup_steps`` steps (a cold teacher early on is too confident to be a useful target).
 Centering keeps one output from dominating (toward uniform); sharpening keeps the target
@@ -79,6 +83,7 @@ class DINOLoss(Module):
         self.warmup_steps = int(warmup_steps)
         self.center_momentum = check_momentum(center_momentum, "center momentum")
         self.register_buffer("center", Tensor(np.zeros((1, out_dim), dtype=np.float32)))
+        self.register_buffer("center_updates", Tensor(np.zeros((), dtype=np.int64)))
 
     def temperature(self, step: int) -> float:
         """tau_t at ``step``."""
@@ -91,11 +96,14 @@ class DINOLoss(Module):
         return ops.softmax(centered, axis=-1).data
 
     def update_center(self, teacher_out: Sequence[Tensor]) -> None:
-        """c <- mu c + (1 - mu) (mean of the teacher scores over crops and batch)."""
+        """c <- mu c + (1 - mu) (mean of the teacher scores over crops and batch); the first
+        update sets c to that mean."""
         xp = teacher_out[0].xp
         batch_mean = xp.concatenate([t.data for t in teacher_out], axis=0).mean(axis=0, keepdims=True)
-        mu = self.center_momentum
-        self.center.data = mu * self.center.data + (1 - mu) * batch_mean.astype(self.center.dtype)
+        batch_mean = batch_mean.astype(self.center.dtype)
+        mu = self.center_momentum if int(self.center_updates.data) > 0 else 0.0
+        self.center.data = mu * self.center.data + (1 - mu) * batch_mean
+        self.center_updates.data = self.center_updates.data + 1
 
     def _check(self, student_out: Sequence[Tensor], teacher_out: Sequence[Tensor]) -> None:
         if not teacher_out or len(student_out) < 2:
@@ -121,9 +129,11 @@ class DINOLoss(Module):
     ) -> tuple[Tensor, dict[str, float]]:
         """(loss, statistics) for per-crop scores: ``student_out`` (every crop, global first) and
         ``teacher_out`` (the global crops). The statistics are ``output_statistics`` of the
-        teacher's q against the student's p on the same global crops, and the temperature. Updates
-        the center afterwards (only in training mode)."""
+        teacher's q against the student's p on the same global crops, and the temperature. In
+        training mode the center is updated afterwards (and set before, on the first call)."""
         self._check(student_out, teacher_out)
+        if self.training and int(self.center_updates.data) == 0:
+            self.update_center(teacher_out)  # the first batch sets the center
         targets = [self.teacher_probs(t, step) for t in teacher_out]
         log_p = [ops.log_softmax(s * (1.0 / self.student_temp), axis=-1) for s in student_out]
         total: Tensor | None = None
