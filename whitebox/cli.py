@@ -2,8 +2,9 @@
 
 Subcommands (``python -m whitebox CMD --help`` for the options):
 
-    train       train a model into a run directory (--task image | lm | mlm)
-    eval        test accuracy of an image run; loss / perplexity / bits per char of a text run
+    train       train a model into a run directory (--task image | lm | mlm | dino)
+    eval        test accuracy of an image run; loss / perplexity / bits per char of a text run;
+                k-NN / linear-probe accuracy of a dino run's features (--knn, --linear-probe)
     measure     per layer: R^c of the tokens entering attention and sparsity of the ISTA (MLP)
                 outputs, on held-out inputs (table, JSON and plot in the run directory)
     attention   the cls token's attention over the patches, per head, in the last layers (PNG)
@@ -33,7 +34,7 @@ from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 from whitebox import backend, measure, report, viz
 from whitebox.cli_args import DEMO, UsageError, build_parser
 from whitebox.data import available_datasets, load_dataset
-from whitebox.train import classify, language, task
+from whitebox.train import classify, dino, language, task
 from whitebox.train.config import ConfigError, TrainConfig, read_config
 from whitebox.train.loop import CHECKPOINT
 
@@ -64,13 +65,17 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         settings.update({k: getattr(args, k) for k in _TEXT})
         return language.language_config(args.task, args.model, args.preset or "small", args.steps, **settings)
     if args.model not in classify.MODELS:
-        raise UsageError(f"--task image takes --model crate or vit, not {args.model}")
+        raise UsageError(f"--task {args.task} takes --model crate or vit, not {args.model}")
     if args.data is not None and args.data not in available_datasets():
         raise UsageError(f"unknown dataset {args.data!r}; choose one of {', '.join(available_datasets())}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
     overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
-    settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     data = args.data or "mnist5k"
+    if args.task == "dino":
+        settings.update(n_local=args.local_crops, out_dim=args.out_dim, momentum=args.momentum)
+        settings.update(teacher_temp=args.teacher_temp, pool=args.pool)
+        return dino.dino_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
+    settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
 
 
@@ -101,6 +106,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     run, model = task.open_run(args.run)
+    if args.knn or args.linear_probe:
+        if not isinstance(run, dino.SelfDistillation):
+            raise UsageError(
+                f"--knn and --linear-probe evaluate dino runs; {args.run} is a {run.config.task} run"
+            )
+        for row in run.frozen_evaluation(model, knn=args.knn, probe=args.linear_probe):
+            shown = (f"{k} {v:.4f}" for k, v in row.items() if k != "backbone")
+            print(f"{args.run} {row['backbone']:>11} backbone: " + ", ".join(shown))
+        return
     scores = run.evaluate(model)
     if isinstance(run, classify.ImageClassification):
         n = len(load_dataset(run.config.data, "test"))

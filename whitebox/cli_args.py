@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from whitebox.data import available_datasets
 from whitebox.train.loop import CONFIG
 
-TASKS = ("image", "lm", "mlm")
+TASKS = ("image", "lm", "mlm", "dino")
 MODEL_CHOICES = ("crate", "vit", "gpt", "bert")
 #: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
 #: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
@@ -92,13 +92,16 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--task", choices=TASKS, default="image", help="image classification or language (default image)"
+        "--task",
+        choices=TASKS,
+        default="image",
+        help="image classification, language, or dino (self-supervised images) (default image)",
     )
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
         default="crate",
-        help="crate|vit (image), crate|gpt (lm), crate|bert (mlm)",
+        help="crate|vit (image, dino), crate|gpt (lm), crate|bert (mlm)",
     )
     p.add_argument(
         "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"
@@ -133,6 +136,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     sizes.add_argument("--lam", type=_nonnegative_float, help="ISTA sparsity weight lambda")
     sizes.add_argument("--eta", type=_nonnegative_float, help="ISTA step size eta")
     p.add_argument("--no-augment", action="store_true", help="image only: no random crops / flips")
+    dino = p.add_argument_group("dino only (whitebox.train.dino.DINOConfig has the rest)")
+    dino.add_argument("--local-crops", type=int, help="local views per image (default 4)")
+    dino.add_argument("--out-dim", type=int, help="outputs of the projection head (default 256)")
+    dino.add_argument("--momentum", type=float, help="the teacher's starting EMA momentum (default 0.996)")
+    dino.add_argument("--teacher-temp", type=float, help="the teacher's temperature (default 0.04)")
+    dino.add_argument("--pool", choices=("cls", "mean"), help="backbone feature: cls token or mean")
     _add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
@@ -152,6 +161,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     _add_train_args(command("train", "train a model into a run directory"))
     p = command("eval", "held-out accuracy (image) or loss/perplexity (text) of a run")
     p.add_argument("run", type=_run_dir)
+    p.add_argument("--knn", action="store_true", help="dino: k-NN accuracy of the frozen features")
+    p.add_argument(
+        "--linear-probe", action="store_true", help="dino: linear-probe accuracy of the frozen features"
+    )
     p = command("measure", "per-layer compression R^c and sparsity of a run")
     p.add_argument("run", type=_run_dir)
     p.add_argument(

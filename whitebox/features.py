@@ -13,7 +13,7 @@ trained further (DINO's protocol, Caron et al. 2021):
   with the backbone frozen; the score is its test accuracy.
 
 Both take feature arrays; ``embed_dataset`` computes them with any ``embed(images) -> (B, D)``
-(``cls_embedding(model)`` for the image classifiers: the final cls token after the head's norm).
+(``ImageFeatures(model)`` for the image classifiers: the final cls token after the head's norm).
 Compare with the same evaluation of a randomly initialized backbone of the same shape to see
 what training added.
 """
@@ -35,15 +35,30 @@ from whitebox.tensor import Tensor, no_grad
 Embed = Callable[[Tensor], Tensor]
 
 
-def cls_embedding(model: Module) -> Embed:
-    """images -> the cls token of ``model.forward_features`` after the head's LayerNorm
-    (``mlp_head[0]``): what the classifier's last Linear would read."""
-    if not hasattr(model, "forward_features") or not hasattr(model, "mlp_head"):
-        raise TypeError(
-            "cls_embedding needs an image model with forward_features and mlp_head, "
-            f"got {type(model).__name__}"
-        )
-    return lambda images: model.mlp_head[0](model.forward_features(images)[:, 0])
+class ImageFeatures(Module):
+    """f(x) = LayerNorm(pool(tokens)), the tokens of ``model.forward_features`` (a CRATE or ViT
+    classifier), pooled as the cls token (``pool="cls"``, what the classifier's head reads) or
+    the mean of the patch tokens (``"mean"``); the LayerNorm is the head's (``mlp_head[0]``).
+    A backbone for self-supervised training and for the probes; ``dim`` features."""
+
+    def __init__(self, model: Module, pool: str = "cls") -> None:
+        super().__init__()
+        if not hasattr(model, "forward_features") or not hasattr(model, "mlp_head"):
+            raise TypeError(
+                "ImageFeatures needs an image model with forward_features and mlp_head, "
+                f"got {type(model).__name__}"
+            )
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"ImageFeatures: pool must be 'cls' or 'mean', got {pool!r}")
+        self.model, self.pool, self.dim = model, pool, model.dim
+
+    def forward(self, images: Tensor) -> Tensor:
+        tokens = self.model.forward_features(images)
+        pooled = tokens[:, 0] if self.pool == "cls" else tokens[:, 1:].mean(axis=1)
+        return self.model.mlp_head[0](pooled)
+
+    def extra_repr(self) -> str:
+        return f"pool={self.pool!r}"
 
 
 def embed_dataset(

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from whitebox import ops
 from whitebox.nn import Module, Parameter
 from whitebox.selfsup.ema import check_momentum, cosine_momentum, ema_update, make_teacher
@@ -79,13 +81,16 @@ class DINO(Module):
         self.student = MultiCropNetwork(backbone, head)
         self.teacher = make_teacher(self.student)
         self.loss = loss
+        self.register_buffer("steps", Tensor(np.zeros((), dtype=np.int64)))  # teacher updates so far
 
     def student_parameters(self) -> list[Parameter]:
         """What the optimizer trains (the teacher's parameters never get a gradient)."""
         return self.student.parameters()
 
-    def forward(self, views: Sequence[Tensor], step: int) -> tuple[Tensor, dict[str, float]]:
-        """(loss, statistics) of one batch of views (global ones first) at optimizer step ``step``."""
+    def forward(self, views: Sequence[Tensor], step: int | None = None) -> tuple[Tensor, dict[str, float]]:
+        """(loss, statistics) of one batch of views (global ones first) at optimizer step ``step``
+        (default: the number of teacher updates made so far)."""
+        step = int(self.steps.data) if step is None else step
         if len(views) < self.n_global:
             raise ValueError(f"DINO: got {len(views)} views, fewer than n_global = {self.n_global}")
         with no_grad():
@@ -99,10 +104,13 @@ class DINO(Module):
         """m_t of the EMA after optimizer step ``step`` (counting from 0)."""
         return cosine_momentum(step, self.total_steps, self.base_momentum)
 
-    def update_teacher(self, step: int) -> float:
-        """teacher <- m teacher + (1 - m) student with m = ``momentum(step)``; returns m."""
+    def update_teacher(self, step: int | None = None) -> float:
+        """teacher <- m teacher + (1 - m) student with m = ``momentum(step)`` (default step: the
+        number of updates so far), after optimizer step ``step``; returns m."""
+        step = int(self.steps.data) if step is None else step
         m = self.momentum(step)
         ema_update(self.teacher, self.student, m)
+        self.steps.data = self.steps.xp.asarray(step + 1, dtype=np.int64)
         return m
 
     def extra_repr(self) -> str:

@@ -22,6 +22,7 @@ and in steps for text) is upgraded on reading; any other version is an error nam
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 from collections.abc import Callable
@@ -67,8 +68,13 @@ class TrainConfig:
     seed: int = spec(0, low=0)
     device: str = spec("cpu", choices=("cpu", "cuda"))
 
+    def check(self) -> None:
+        """Checks across fields, run by ``validate`` after every field's own (subclasses add theirs)."""
+
 
 _TASKS: dict[str, type[TrainConfig]] = {}
+#: Tasks whose config is defined in the task's own module: imported when a config names the task.
+CONFIG_MODULES = {"dino": "whitebox.train.dino"}
 
 
 def register(task: str) -> Callable[[type[C]], type[C]]:
@@ -86,6 +92,8 @@ def register(task: str) -> Callable[[type[C]], type[C]]:
 
 def config_class(task: str) -> type[TrainConfig]:
     """The config dataclass registered for ``task``."""
+    if task not in _TASKS and task in CONFIG_MODULES:
+        importlib.import_module(CONFIG_MODULES[task])
     if task not in _TASKS:
         raise ConfigError(f"unknown task {task!r}; registered: {', '.join(_TASKS)}")
     return _TASKS[task]
@@ -171,6 +179,7 @@ def validate(config: C) -> C:
             setattr(config, f.name, float(value))
     if isinstance(config, LMConfig) and config.dim_head is None and config.dim % config.heads:
         raise ConfigError(f"dim {config.dim} is not divisible by {config.heads} heads; set dim_head")
+    config.check()
     return config
 
 

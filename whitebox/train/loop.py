@@ -13,7 +13,9 @@ The loop knows nothing about images or text. A task hands it
   throughput; without it the leading length of ``batch[0]`` (or of ``batch``) is used. Any other
   key (``"acc"`` for instance) is averaged over the epoch, weighted by ``n``, and shown;
 * ``evaluate(model) -> dict`` (optional): called after every epoch, in eval mode; its results are
-  logged with an ``eval_`` prefix.
+  logged with an ``eval_`` prefix;
+* ``after_step(model, step)`` (optional): called after each optimizer step t (from 0), e.g. to
+  move an EMA teacher; whatever it changes must live in the model's state to be checkpointed.
 
 ``fit`` then runs, for every step t = 0, 1, ..., T - 1 (T = epochs x steps_per_epoch):
 
@@ -134,6 +136,7 @@ def _train_epoch(
     step: int,
     clip_norm: float | None,
     bar: Any,
+    after_step: Callable[[Module, int], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One pass over ``batches``; returns the new step count and the n-weighted metric averages."""
     params = model.parameters()
@@ -148,6 +151,8 @@ def _train_epoch(
         if clip_norm:
             clip_grad_norm_(params, clip_norm)
         optimizer.step()
+        if after_step is not None:
+            after_step(model, step)
         step += 1
         n = _num_samples(batch, metrics)
         seen += n
@@ -181,6 +186,7 @@ def fit(
     seed: int = 0,
     steps_per_epoch: int | None = None,
     evaluate: Callable[[Module], dict[str, float]] | None = None,
+    after_step: Callable[[Module, int], None] | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -235,6 +241,7 @@ def fit(
                 step=step,
                 clip_norm=clip_norm,
                 bar=bar,
+                after_step=after_step,
             )
         seconds = time.perf_counter() - tic
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
