@@ -37,13 +37,14 @@ def parse_args() -> argparse.Namespace:
     default_data = "fashion-mnist" if FASHION_SYSTEM_DIR.is_dir() else "mnist5k"
     p.add_argument("--data", default=default_data, help=f"dataset (default here: {default_data})")
     p.add_argument("--preset", default="mnist_tiny", help="size class, a preset both crate_ and vit_ have")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--momentum", type=float, default=0.99)
+    p.add_argument("--momentum", type=float, default=0.98)
+    p.add_argument("--teacher-temp", type=float, default=0.02)
     p.add_argument("--local-crops", type=int, default=2)
     p.add_argument("--out-dim", type=int, default=256)
-    p.add_argument("--pool", choices=("cls", "mean"), default="cls")
+    p.add_argument("--pool", choices=("cls", "mean"), default="mean")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--models", nargs="+", default=["crate", "vit"])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -59,6 +60,8 @@ def run_one(args: argparse.Namespace, model: str, seed: int) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "momentum": args.momentum,
+        "teacher_temp": args.teacher_temp,
+        "warmup_teacher_temp": args.teacher_temp,
         "n_local": args.local_crops,
         "out_dim": args.out_dim,
         "pool": args.pool,
@@ -106,7 +109,8 @@ def main() -> None:
                 )
     print(
         f"\nDINO on {args.data} ({args.preset}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, "
-        f"momentum {args.momentum}, 2 global + {args.local_crops} local crops, K = {args.out_dim}, "
+        f"momentum {args.momentum}, teacher temperature {args.teacher_temp}, "
+        f"2 global + {args.local_crops} local crops, K = {args.out_dim}, "
         f"{args.pool} features); test accuracy of frozen teacher features, mean +- std over seeds "
         f"{args.seeds}:"
     )
