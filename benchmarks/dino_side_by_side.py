@@ -37,7 +37,7 @@ from whitebox.data import load_dataset
 from whitebox.data.datasets import FASHION_SYSTEM_DIR
 from whitebox.train import train
 from whitebox.train.dino import SelfDistillation, dino_config
-from whitebox.train.loop import CHECKPOINT
+from whitebox.train.run_files import CHECKPOINT
 from whitebox.train.task import open_run
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import whitebox.functional as F
+from whitebox import backend
 from whitebox.tensor import Tensor
 
 # ---- argument checks --------------------------------------------------------
@@ -128,7 +129,7 @@ def l0_fraction(Z: Any, tol: float = 0.0) -> float:
 
 def _memberships(labels: Any, N: int, like: Tensor) -> np.ndarray:
     """The (J, N) membership matrix Pi (row j = diag(Pi_j)) of non-empty classes."""
-    labels = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+    labels = np.asarray(backend.to_numpy(labels.data if isinstance(labels, Tensor) else labels))
     if labels.ndim == 1 and labels.dtype.kind in "iu":
         Pi = (labels[None, :] == np.unique(labels)[:, None]).astype(like.dtype)
     elif labels.ndim == 2 and labels.dtype.kind in "biuf" and (labels >= 0).all():

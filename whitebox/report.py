@@ -13,14 +13,18 @@ from typing import Any
 
 from whitebox import measure, viz
 from whitebox.crate import intermediates
-from whitebox.data import load_dataset
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
-from whitebox.train.loop import CHECKPOINT, read_metrics
+from whitebox.train.run_files import CHECKPOINT, RunError, read_metrics
 from whitebox.train.task import open_run
 
-
-class RunError(ValueError):
-    """A run that cannot give what was asked (no checkpoint yet, the wrong task)."""
+__all__ = [
+    "RunError",
+    "attention_figures",
+    "demo_figures",
+    "measure_run",
+    "require_checkpoint",
+    "run_figures",
+]
 
 
 def require_checkpoint(run: Path) -> None:
@@ -46,7 +50,7 @@ def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "
     config = task.config
     images, raw, labels = task.heldout_images(n)
     logits, rec = intermediates(model, images)
-    names = load_dataset(config.data, "test").class_names
+    names = task.dataset("test").class_names
     grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
     depth = len(rec["attention"])
     paths = []

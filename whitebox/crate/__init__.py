@@ -18,7 +18,7 @@ from whitebox.crate.presets import ARCHITECTURES, PRESETS, create
 from whitebox.crate.probe import intermediates, record
 from whitebox.crate.token_model import TokenModel, causal_mask, fill_mask
 from whitebox.crate.transformer_block import FeedForward, TransformerBlock
-from whitebox.crate.vision import CRATE, ViT
+from whitebox.crate.vision import CRATE, ViT, official_crate
 
 __all__ = [
     "ARCHITECTURES",
@@ -46,5 +46,6 @@ __all__ = [
     "fill_mask",
     "intermediates",
     "ista",
+    "official_crate",
     "record",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from whitebox.nn import Dropout, Linear, Module, Sequential
+from whitebox.nn import Dropout, Identity, Linear, Module, Sequential
 from whitebox.ops.attention import attention
 from whitebox.tensor import Tensor
 
@@ -50,7 +50,11 @@ class MultiHeadAttention(Module):
         self.scale = dim_head**-0.5
         self.dropout = dropout
         setattr(self, self.projection, Linear(dim, self.width * heads * dim_head, bias=False))
-        self.to_out = Sequential(Linear(heads * dim_head, dim), Dropout(dropout))
+        # the official rule: one head as wide as the model is its own output (no to_out keys)
+        project_out = not (heads == 1 and dim_head == dim)
+        self.to_out = (
+            Sequential(Linear(heads * dim_head, dim), Dropout(dropout)) if project_out else Identity()
+        )
         self.keep_attention = False
         self.attention: Any = None
 

@@ -3,6 +3,10 @@
 Both are ``PatchClassifier`` (patch embedding, cls token, positional embedding, head on the
 cls token). CRATE's layers are x = x + MSSA(LN(x)); x = ISTA(LN(x)) (docs/math.md §4.3), ViT's
 x = x + Attention(LN(x)); x = x + MLP(LN(x)) with separate query, key and value and a GELU MLP.
+
+``official_crate`` builds CRATE with the official class's signature and defaults (keyword-only,
+``dim_head=64``, ``ista`` for the step size): whitebox's own ``CRATE`` defaults ``dim_head`` to
+dim // heads instead, the value every official preset (CRATE_tiny ... CRATE_large) passes.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from whitebox.crate.transformer_block import standard_transformer
 class CRATE(PatchClassifier):
     """The CRATE classifier (docs/math.md §4.4, eq. (4.3)): ``transformer.layers.{i}`` are CRATE layers,
     each x = x + MSSA(LN(x)); x = ISTA(LN(x)). ``dim_head`` defaults to dim // heads
-    (the official presets); ``eta``, ``lam`` are the ISTA step size and sparsity weight."""
+    (the official presets; the official class's default is 64, see ``official_crate``); ``eta``,
+    ``lam`` are the ISTA step size (the official ``ista``) and sparsity weight; ``pool`` "cls" or
+    "mean"."""
 
     def __init__(  # noqa: PLR0917 (the official signature)
         self,
@@ -31,9 +37,32 @@ class CRATE(PatchClassifier):
         emb_dropout: float = 0.0,
         eta: float = 0.1,
         lam: float = 0.1,
+        pool: str = "cls",
     ) -> None:
         transformer = CRATETransformer(dim, depth, heads, dim_head, dropout, eta, lam)
-        super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout)
+        super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout, pool)
+
+
+def official_crate(
+    *,
+    image_size: int | tuple[int, int],
+    patch_size: int | tuple[int, int],
+    num_classes: int,
+    dim: int,
+    depth: int,
+    heads: int,
+    pool: str = "cls",
+    channels: int = 3,
+    dim_head: int = 64,
+    dropout: float = 0.0,
+    emb_dropout: float = 0.0,
+    ista: float = 0.1,
+) -> CRATE:
+    """``CRATE`` built as the official ``CRATE(...)`` call with the same arguments builds it: the
+    same keywords and defaults (``dim_head=64``, whatever ``dim`` and ``heads`` are; ``ista`` is
+    the ISTA step size ``eta``), so its checkpoints load with ``whitebox.interop``."""
+    return CRATE(image_size, patch_size, num_classes, dim, depth, heads, dim_head, channels, dropout,
+                 emb_dropout, eta=ista, pool=pool)  # fmt: skip
 
 
 class ViT(PatchClassifier):
@@ -53,6 +82,7 @@ class ViT(PatchClassifier):
         mlp_ratio: float = 4,
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
+        pool: str = "cls",
     ) -> None:
         transformer = standard_transformer(dim, depth, heads, dim_head, int(mlp_ratio * dim), dropout)
-        super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout)
+        super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout, pool)

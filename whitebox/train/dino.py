@@ -34,6 +34,7 @@ from typing import Any
 
 from whitebox import backend
 from whitebox.data import DataLoader, MultiCrop, load_dataset
+from whitebox.distributed import Communicator
 from whitebox.features import ImageFeatures, embed_dataset, knn_accuracy, linear_probe
 from whitebox.nn import Module
 from whitebox.selfsup import DINO, CollapseMonitor, DINOHead, DINOLoss
@@ -123,8 +124,10 @@ class SelfDistillation(Task):
 
     config: DINOConfig
 
-    def __init__(self, config: DINOConfig, run_dir: Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: DINOConfig, run_dir: Path, comm: Communicator | None = None) -> None:
+        super().__init__(config, run_dir, comm)
+        if self.comm.world_size > 1:  # the center and the k-NN bank would need all-reduces
+            raise ConfigError("the dino task runs in one process; train it without --distributed")
         c = config
         train = load_dataset(c.data, "train")
         if len(train) < c.batch_size:
