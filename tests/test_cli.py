@@ -123,7 +123,10 @@ def test_vit_run_measures_its_mlp(tmp_path: Path):
         (["train", "--data", "nope", "--out", "{tmp}/x"], "mnist5k"),
         (["train", "--data", "digits", "--batch-size", "0", "--out", "{tmp}/x"], "batch-size"),
         (["train", "--data", "digits", "--patch-size", "3", "--out", "{tmp}/x"], "not divisible"),
-        (["train", "--model", "gpt", "--data", "digits", "--out", "{tmp}/x"], "--model crate or vit"),
+        (
+            ["train", "--model", "gpt", "--data", "digits", "--out", "{tmp}/x"],
+            "--model crate | vit | crate-alpha | tost",
+        ),
         (["train", "--data", "digits", "--out", "{tmp}/x", "--resume"], "no checkpoint.npz"),
         (["train", "--task", "lm", "--data", "digits", "--out", "{tmp}/x"], "pydoc"),
         (["train", "--task", "lm", "--preset", "huge", "--out", "{tmp}/x"], "tiny"),

@@ -76,9 +76,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         settings.update({k: getattr(args, k) for k in _TEXT})
         return language.language_config(task_name, model, args.preset or "small", args.steps, **settings)
     if model not in classify.MODELS:
-        raise UsageError(f"--task {task_name} takes --model crate or vit, not {model}")
+        raise UsageError(f"--task {task_name} takes --model {' | '.join(classify.MODELS)}, not {model}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
-    overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if model == "crate" else ())}
+    ista = ("lam", "eta") if model in ("crate", "crate-alpha") else ()
+    overrides = {k: getattr(args, k) for k in sizes + ista}
     data = args.data or "mnist5k"
     if task_name == "dino":
         settings.update(n_local=args.local_crops, out_dim=args.out_dim, momentum=args.momentum)

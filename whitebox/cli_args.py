@@ -14,7 +14,7 @@ from whitebox.data.text import CORPORA
 from whitebox.train.run_files import CONFIG
 
 TASKS = ("image", "lm", "mlm", "dino")
-MODEL_CHOICES = ("crate", "vit", "gpt", "bert")
+MODEL_CHOICES = ("crate", "vit", "gpt", "bert", "crate-alpha", "tost")
 #: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
 #: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
 #: Warmup: one epoch, ceil(4000 / 64) = 63 steps.
@@ -139,7 +139,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
-        help="crate|vit (image, dino), crate|gpt (lm), crate|bert (mlm); default crate",
+        help="crate|vit|crate-alpha|tost (image), crate|vit (dino), crate|gpt|crate-alpha|tost (lm), "
+        "crate|bert (mlm); "
+        "default crate",
     )
     p.add_argument(
         "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"

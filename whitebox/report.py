@@ -42,7 +42,8 @@ def measure_run(run: Path, n: int) -> tuple[list[dict[str, Any]], str]:
 
 
 def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
-    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images."""
+    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images
+    (for ToST, whose TSSA has no attention matrix, each patch's membership Pi in each head)."""
     require_checkpoint(run)
     task, model = open_run(run)
     if not isinstance(task, ImageClassification):
@@ -55,9 +56,13 @@ def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "
     depth = len(rec["attention"])
     paths = []
     for layer in range(max(0, depth - layers), depth):
-        maps = viz.cls_attention_maps(rec["attention"][layer], grid)
+        attention = rec["attention"][layer]
+        if attention.ndim == 3:  # TSSA's memberships Pi (B, heads, N)
+            maps, what = viz.membership_maps(attention, grid), "head memberships"
+        else:
+            maps, what = viz.cls_attention_maps(attention, grid), "cls attention"
         tags = [f"{names[y]} -> {names[p]}" for y, p in zip(labels, logits.argmax(-1), strict=True)]
-        title = f"{ARCH_NAMES[config.model]} {Path(run).name}: cls attention, layer {layer + 1}/{depth}"
+        title = f"{ARCH_NAMES[config.model]} {Path(run).name}: {what}, layer {layer + 1}/{depth}"
         paths.append(viz.plot_attention(raw, maps, out / f"{prefix}_layer{layer + 1}.png", title, tags))
     return paths
 

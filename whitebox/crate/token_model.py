@@ -15,8 +15,8 @@ its *past*. ``causal = False`` lets every token attend to every other (masked-to
 prediction, BERT's objective): compression of a bidirectional window, which is what
 filling a gap needs.
 
-The blocks are a parameter too (``transformer``); ``whitebox.crate.language`` builds the four
-models: CRATE or standard blocks, causal or bidirectional.
+The blocks are a parameter too (``transformer``); ``whitebox.crate.language`` builds the models:
+CRATE or standard blocks, causal or bidirectional, and the causal CRATE-alpha and ToST.
 """
 
 from __future__ import annotations

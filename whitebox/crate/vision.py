@@ -1,8 +1,15 @@
-"""The two image classifiers: CRATE and its black-box twin ViT, one skeleton with two stacks.
+"""The image classifiers: CRATE, its black-box twin ViT and CRATE's two successors, one skeleton.
 
-Both are ``PatchClassifier`` (patch embedding, cls token, positional embedding, head on the
-cls token). CRATE's layers are x = x + MSSA(LN(x)); x = ISTA(LN(x)) (docs/math.md §4.3), ViT's
-x = x + Attention(LN(x)); x = x + MLP(LN(x)) with separate query, key and value and a GELU MLP.
+All are ``PatchClassifier`` (patch embedding, cls token, positional embedding, head on the
+cls token) around a ``Transformer`` stack; only the block differs:
+
+    CRATE        x = x + MSSA(LN(x));  x = ISTA(LN(x))                  (docs/math.md §4.3)
+    ViT          x = x + Attention(LN(x));  x = x + MLP(LN(x))          separate q, k, v; GELU MLP
+    CRATEAlpha   x = x + MSSA(LN(x));  x = x + D1 A2(LN(x))              overcomplete two-step ISTA
+    ToST         x = x + TSSA(LN(x));  x = x + MLP(LN(x))               attention linear in N
+
+CRATE-alpha's and ToST's official code use a convolutional patch stem; here they share CRATE's
+(LayerNorm, Linear, LayerNorm), so the four differ in their blocks alone.
 
 ``official_crate`` builds CRATE with the official class's signature and defaults (keyword-only,
 ``dim_head=64``, ``ista`` for the step size): whitebox's own ``CRATE`` defaults ``dim_head`` to
@@ -11,9 +18,12 @@ dim // heads instead, the value every official preset (CRATE_tiny ... CRATE_larg
 
 from __future__ import annotations
 
+from whitebox.crate.alpha import CRATEAlphaBlock
+from whitebox.crate.block import Transformer
 from whitebox.crate.classifier import PatchClassifier
 from whitebox.crate.crate_block import CRATETransformer
-from whitebox.crate.transformer_block import standard_transformer
+from whitebox.crate.transformer_block import TransformerBlock, standard_transformer
+from whitebox.crate.tssa import TSSA
 
 
 class CRATE(PatchClassifier):
@@ -86,3 +96,56 @@ class ViT(PatchClassifier):
     ) -> None:
         transformer = standard_transformer(dim, depth, heads, dim_head, int(mlp_ratio * dim), dropout)
         super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout, pool)
+
+
+class CRATEAlpha(PatchClassifier):
+    """CRATE-alpha: ``transformer.layers.{i}`` are ``CRATEAlphaBlock`` layers (MSSA with a bias-free
+    output projection, then the overcomplete dictionary D, D1 of shape (dim, overcomplete_ratio dim),
+    two ISTA steps from zero and a residual)."""
+
+    def __init__(  # noqa: PLR0917
+        self,
+        image_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        num_classes: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int | None = None,
+        channels: int = 3,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        overcomplete_ratio: int = 4,
+        eta: float = 0.1,
+        lam: float = 0.1,
+    ) -> None:
+        transformer = Transformer(
+            CRATEAlphaBlock(dim, heads, dim_head, dropout, overcomplete_ratio, eta, lam) for _ in range(depth)
+        )
+        super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout)
+
+
+class ToST(PatchClassifier):
+    """ToST: standard layers (``TransformerBlock``, GELU MLP of width mlp_ratio * dim, residuals
+    around both halves) whose attention is the bidirectional token-statistics ``TSSA``."""
+
+    def __init__(  # noqa: PLR0917
+        self,
+        image_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        num_classes: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int | None = None,
+        channels: int = 3,
+        mlp_ratio: float = 4,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+    ) -> None:
+        mlp_dim = int(mlp_ratio * dim)
+        transformer = Transformer(
+            TransformerBlock(dim, heads, dim_head, mlp_dim, dropout, attn=TSSA(dim, heads, dim_head, dropout))
+            for _ in range(depth)
+        )
+        super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout)

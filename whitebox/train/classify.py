@@ -1,4 +1,5 @@
-"""Image classification: CRATE or ViT on a named dataset or your own images (``ImageConfig``, task "image").
+"""Image classification: CRATE, ViT, CRATE-alpha or ToST on a named dataset or your own images
+(``ImageConfig``, task "image").
 
 ``image_config`` resolves a run: the preset (a key of ``whitebox.crate.PRESETS``), with the image
 size, channels and number of classes of the dataset and any ``overrides`` (dim, depth, heads,
@@ -28,7 +29,7 @@ import numpy as np
 
 import whitebox.functional as F
 from whitebox import backend
-from whitebox.crate import CRATE, PRESETS, ViT
+from whitebox.crate import CRATE, PRESETS, CRATEAlpha, ToST, ViT
 from whitebox.data import DataLoader, ImageDataset, RandomCrop, RandomHorizontalFlip, load_dataset
 from whitebox.data.augment import Augment, Compose
 from whitebox.data.datasets import available_datasets
@@ -39,23 +40,29 @@ from whitebox.train import data_source
 from whitebox.train.config import ConfigError, ImageConfig, validate
 from whitebox.train.task import Task, open_run
 
-MODELS = {"crate": CRATE, "vit": ViT}
-ARCH_NAMES = {"crate": "CRATE", "vit": "ViT"}
+MODELS = {"crate": CRATE, "vit": ViT, "crate-alpha": CRATEAlpha, "tost": ToST}
+ARCH_NAMES = {"crate": "CRATE", "vit": "ViT", "crate-alpha": "CRATE-alpha", "tost": "ToST"}
 #: Zero padding of the random crop, by image side.
 CROP_PADDING = {28: 2, 32: 4}
 
 
+def arch(model: str) -> str:
+    """The ARCHITECTURES key of the CLI's model name ``model`` ('crate-alpha' -> 'crate_alpha')."""
+    return model.replace("-", "_")
+
+
 def preset_names(model: str) -> list[str]:
-    """The presets of architecture ``model``, without the 'crate_' / 'vit_' prefix."""
-    return [name.split("_", 1)[1] for name, cfg in PRESETS.items() if cfg["arch"] == model]
+    """The presets of architecture ``model``, without the architecture prefix ('crate_', 'tost_', ...)."""
+    prefix = arch(model) + "_"
+    return [name.removeprefix(prefix) for name, cfg in PRESETS.items() if cfg["arch"] == arch(model)]
 
 
 def resolve_preset(model: str, preset: str) -> str:
     """The PRESETS key for ``preset`` ('mnist_tiny' or 'crate_mnist_tiny') of architecture ``model``."""
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    for name in (f"{model}_{preset}", preset):
-        if name in PRESETS and PRESETS[name]["arch"] == model:
+    for name in (f"{arch(model)}_{preset}", preset):
+        if name in PRESETS and PRESETS[name]["arch"] == arch(model):
             return name
     raise ConfigError(f"unknown {model} preset {preset!r}; choose one of {', '.join(preset_names(model))}")
 

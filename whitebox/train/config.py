@@ -4,7 +4,7 @@
 its learning-rate schedule, seed, device); each task adds its fields in a subclass registered
 with ``@register("task name")``:
 
-    ImageConfig   ("image")  image classification (CRATE or ViT on a named dataset)
+    ImageConfig   ("image")  image classification (CRATE, ViT, CRATE-alpha, ToST on a named dataset)
     LMConfig      ("lm")     language modelling (next-token prediction)
     MLMConfig     ("mlm")    masked language modelling (adds ``mask_prob``)
 
@@ -122,7 +122,7 @@ class ImageConfig(TrainConfig):
     """Image classification: ``model`` (a ``model_args`` constructor) on dataset ``data`` (a name,
     or the path of an .npz file or image folder: ``image_size`` and ``val_fraction`` apply to those)."""
 
-    model: str = spec("crate", choices=("crate", "vit"))
+    model: str = spec("crate", choices=("crate", "vit", "crate-alpha", "tost"))
     preset: str = spec("crate_mnist_tiny")  # the whitebox.crate.PRESETS key model_args started from
     data: str = spec("mnist5k")
     image_size: int | None = spec(None, low=1, optional=True)  # your own images: resized to this
@@ -138,7 +138,7 @@ class ImageConfig(TrainConfig):
 class LMConfig(TrainConfig):
     """Language modelling: next-token prediction on windows of ``block_size`` tokens."""
 
-    model: str = spec("crate", choices=("crate", "gpt"))
+    model: str = spec("crate", choices=("crate", "gpt", "crate-alpha", "tost"))
     preset: str = spec("small")  # the size preset the sizes below started from
     data: str = spec("pydoc")
     tokenizer: str = spec("char", choices=("char", "bpe"))
@@ -154,8 +154,8 @@ class LMConfig(TrainConfig):
     heads: int = spec(4, low=1)
     dim_head: int | None = spec(None, low=1, optional=True)
     dropout: float = spec(0.0, low=0, high=1, below=True)
-    eta: float = spec(0.1, low=0)  # CRATE only: ISTA step size
-    lam: float = spec(0.1, low=0)  # CRATE only: ISTA sparsity weight
+    eta: float = spec(0.1, low=0)  # CRATE and CRATE-alpha only: ISTA step size
+    lam: float = spec(0.1, low=0)  # CRATE and CRATE-alpha only: ISTA sparsity weight
     val_fraction: float = spec(0.1, low=0, high=1, above=True)
     eval_windows: int = spec(64, low=1)  # validation windows scored after each epoch
 

@@ -1,6 +1,7 @@
 """Language tasks: next-token ("lm", ``LMConfig``) and masked-token ("mlm", ``MLMConfig``) prediction.
 
-* ``lm``: ``CausalCRATE`` (model "crate") or its twin ``GPT`` (model "gpt");
+* ``lm``: ``CausalCRATE`` (model "crate"), its twin ``GPT`` (model "gpt"), or CRATE's successors
+  ``CausalCRATEAlpha`` (model "crate-alpha") and ``CausalToST`` (model "tost");
   loss = mean over all positions of -log p(ids_{t+1} | ids_{<=t}).
 * ``mlm``: ``MaskedCRATE`` (model "crate") or its twin ``BERT`` (model "bert");
   loss = mean over the positions ``mask_tokens`` chose only.
@@ -63,6 +64,8 @@ EVAL_SEED = 1234
 MODELS = {
     ("lm", "crate"): "causal_crate",
     ("lm", "gpt"): "gpt",
+    ("lm", "crate-alpha"): "causal_crate_alpha",
+    ("lm", "tost"): "causal_tost",
     ("mlm", "crate"): "masked_crate",
     ("mlm", "bert"): "bert",
 }
@@ -116,7 +119,7 @@ def build_model(config: LMConfig, vocab_size: int) -> Module:
     c = config
     sizes = {"block_size": c.block_size, "dim": c.dim, "depth": c.depth, "heads": c.heads}
     sizes.update(dim_head=c.dim_head, dropout=c.dropout)
-    if c.model == "crate":
+    if c.model in ("crate", "crate-alpha"):
         sizes.update(eta=c.eta, lam=c.lam)
     return ARCHITECTURES[MODELS[(c.task, c.model)]](vocab_size, **sizes)
 
