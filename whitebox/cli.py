@@ -2,8 +2,9 @@
 
 Subcommands (``python -m whitebox CMD --help`` for the options):
 
-    train       train a model into a run directory (--task image | lm | mlm)
-    eval        test accuracy of an image run; loss / perplexity / bits per char of a text run
+    train       train a model into a run directory (--task image | lm | mlm | dino)
+    eval        test accuracy of an image run; loss / perplexity / bits per char of a text run;
+                k-NN / linear-probe accuracy of a dino run's features (--knn, --linear-probe)
     measure     per layer: R^c of the tokens entering attention and sparsity of the ISTA (MLP)
                 outputs, on held-out inputs (table, JSON and plot in the run directory)
     attention   the cls token's attention over the patches, per head, in the last layers (PNG)
@@ -42,7 +43,7 @@ from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, ch
 from whitebox.data import load_dataset
 from whitebox.data.download import ChecksumError
 from whitebox.data.text import CORPORA, load_corpus
-from whitebox.train import classify, language, task
+from whitebox.train import classify, dino, language, task
 from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
 from whitebox.train.run_files import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
 
@@ -78,13 +79,17 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         settings.update({k: getattr(args, k) for k in _TEXT})
         return language.language_config(task_name, model, args.preset or "small", args.steps, **settings)
     if model not in classify.MODELS:
-        raise UsageError(f"--task image takes --model {' | '.join(classify.MODELS)}, not {model}")
+        raise UsageError(f"--task {task_name} takes --model {' | '.join(classify.MODELS)}, not {model}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
     ista = ("lam", "eta") if model in ("crate", "crate-alpha") else ()
     overrides = {k: getattr(args, k) for k in sizes + ista}
+    data = args.data or "mnist5k"
+    if task_name == "dino":
+        settings.update(n_local=args.local_crops, out_dim=args.out_dim, momentum=args.momentum)
+        settings.update(teacher_temp=args.teacher_temp, pool=args.pool)
+        return dino.dino_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     settings.update(image_size=args.image_size)
-    data = args.data or "mnist5k"
     return classify.image_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
 
 
@@ -148,6 +153,15 @@ def cmd_launch(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     run, model = task.open_run(args.run)
+    if args.knn or args.linear_probe:
+        if not isinstance(run, dino.SelfDistillation):
+            raise UsageError(
+                f"--knn and --linear-probe evaluate dino runs; {args.run} is a {run.config.task} run"
+            )
+        for row in run.frozen_evaluation(model, knn=args.knn, probe=args.linear_probe):
+            shown = (f"{k} {v:.4f}" for k, v in row.items() if k != "backbone")
+            print(f"{args.run} {row['backbone']:>11} backbone: " + ", ".join(shown))
+        return
     scores = run.evaluate(model)
     if isinstance(run, classify.ImageClassification):
         n = len(run.dataset("test"))

@@ -14,7 +14,7 @@ from whitebox.data.text import CORPORA
 from whitebox.segment import METHODS
 from whitebox.train.run_files import CONFIG
 
-TASKS = ("image", "lm", "mlm")
+TASKS = ("image", "lm", "mlm", "dino")
 MODEL_CHOICES = ("crate", "vit", "gpt", "bert", "crate-alpha", "tost")
 #: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
 #: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
@@ -35,6 +35,7 @@ TRAIN_SETTINGS = (
     "task", "model", "preset", "data", "epochs", "batch_size", "lr", "min_lr", "optimizer", "weight_decay",
     "warmup_steps", "clip_norm", "label_smoothing", "seed", "device", "steps", "tokenizer", "dim", "depth",
     "heads", "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment",
+    "local_crops", "out_dim", "momentum", "teacher_temp", "pool",
 )  # fmt: skip
 
 
@@ -131,11 +132,16 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=TASKS, help="image classification or language (default image)")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        help="image classification, language, or dino (images without labels) (default image)",
+    )
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
-        help="crate|vit|crate-alpha|tost (image), crate|gpt|crate-alpha|tost (lm), crate|bert (mlm); "
+        help="crate|vit|crate-alpha|tost (image), crate|vit (dino), crate|gpt|crate-alpha|tost (lm), "
+        "crate|bert (mlm); "
         "default crate",
     )
     p.add_argument(
@@ -189,6 +195,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also keep the weights at init and after every epoch (epoch_NNN.npz; measure --over-epochs)",
     )
+    dino = p.add_argument_group("dino only (whitebox.train.dino.DINOConfig has the rest)")
+    dino.add_argument("--local-crops", type=int, help="local views per image (default 2)")
+    dino.add_argument("--out-dim", type=int, help="outputs of the projection head (default 256)")
+    dino.add_argument("--momentum", type=float, help="the teacher's starting EMA momentum (default 0.98)")
+    dino.add_argument("--teacher-temp", type=float, help="the teacher's temperature (default 0.02)")
+    dino.add_argument(
+        "--pool",
+        choices=("cls", "mean"),
+        help="backbone feature: cls token or mean of the tokens (default mean)",
+    )
     _add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
@@ -225,6 +241,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     _add_train_args(command("train", "train a model into a run directory"))
     p = command("eval", "held-out accuracy (image) or loss/perplexity (text) of a run")
     p.add_argument("run", type=_run_dir)
+    p.add_argument("--knn", action="store_true", help="dino: k-NN accuracy of the frozen features")
+    p.add_argument(
+        "--linear-probe", action="store_true", help="dino: linear-probe accuracy of the frozen features"
+    )
     p = command("measure", "per-layer compression R^c and sparsity of a run")
     p.add_argument("run", type=_run_dir)
     p.add_argument(

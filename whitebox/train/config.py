@@ -22,6 +22,7 @@ and in steps for text) is upgraded on reading; any other version is an error nam
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 from collections.abc import Callable
@@ -85,8 +86,13 @@ class TrainConfig:
     device: str = spec("cpu", choices=("cpu", "cuda"))
     keep_epochs: bool = spec(False)  # also keep the weights at init and after every epoch
 
+    def check(self) -> None:
+        """Checks across fields, run by ``validate`` after every field's own (subclasses add theirs)."""
+
 
 _TASKS: dict[str, type[TrainConfig]] = {}
+#: Tasks whose config is defined in the task's own module: imported when a config names the task.
+CONFIG_MODULES = {"dino": "whitebox.train.dino"}
 
 
 def register(task: str) -> Callable[[type[C]], type[C]]:
@@ -104,6 +110,8 @@ def register(task: str) -> Callable[[type[C]], type[C]]:
 
 def config_class(task: str) -> type[TrainConfig]:
     """The config dataclass registered for ``task``."""
+    if task not in _TASKS and task in CONFIG_MODULES:
+        importlib.import_module(CONFIG_MODULES[task])
     if task not in _TASKS:
         raise ConfigError(f"unknown task {task!r}; registered: {', '.join(_TASKS)}")
     return _TASKS[task]
@@ -204,6 +212,7 @@ def validate(config: C) -> C:
         for key, meta in _MODEL_ARG_SPECS.items():
             if config.model_args.get(key) is not None:
                 _check(key, config.model_args[key], "float", meta)
+    config.check()
     return config
 
 
@@ -275,8 +284,11 @@ def read_config(run_dir: Path) -> TrainConfig:
 #: Command-line settings that only some runs take: setting -> (who takes it, test on (task, model)).
 ONLY_FOR: dict[str, tuple[str, Callable[[str, str], bool]]] = {
     **dict.fromkeys(("steps", "tokenizer", "block_size"), ("lm/mlm runs", lambda t, m: t != "image")),
+    **dict.fromkeys(("label_smoothing", "no_augment"), ("image runs", lambda t, m: t == "image")),
+    "patch_size": ("image and dino runs", lambda t, m: t in ("image", "dino")),
     **dict.fromkeys(
-        ("label_smoothing", "patch_size", "no_augment"), ("image runs", lambda t, m: t == "image")
+        ("local_crops", "out_dim", "momentum", "teacher_temp", "pool"),
+        ("dino runs", lambda t, m: t == "dino"),
     ),
     **dict.fromkeys(("lam", "eta"), ("crate models", lambda t, m: m == "crate")),
 }

@@ -13,7 +13,9 @@ The loop knows nothing about images or text. A task hands it
   throughput; without it the leading length of ``batch[0]`` (or of ``batch``) is used. Any other
   key (``"acc"`` for instance) is averaged over the epoch, weighted by ``n``, and shown;
 * ``evaluate(model) -> dict`` (optional): called after every epoch, in eval mode; its results are
-  logged with an ``eval_`` prefix.
+  logged with an ``eval_`` prefix;
+* ``after_step(model, step)`` (optional): called after each optimizer step t (from 0), e.g. to
+  move an EMA teacher; whatever it changes must live in the model's state to be checkpointed.
 
 ``fit`` then runs, for every step t = 0, 1, ..., T - 1 (T = epochs x steps_per_epoch):
 
@@ -172,6 +174,7 @@ def _train_epoch(
     bar: Any,
     watch: _LossWatch,
     comm: Communicator,
+    after_step: Callable[[Module, int], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One pass over ``batches``; returns the new step count and the n-weighted metric averages
     over every rank's samples."""
@@ -190,6 +193,8 @@ def _train_epoch(
         if clip_norm:
             clip_grad_norm_(params, clip_norm)
         optimizer.step()
+        if after_step is not None:
+            after_step(model, step)
         step += 1
         n = _num_samples(batch, metrics)
         seen += n
@@ -239,6 +244,7 @@ def fit(
     seed: int = 0,
     steps_per_epoch: int | None = None,
     evaluate: Callable[[Module], dict[str, float]] | None = None,
+    after_step: Callable[[Module, int], None] | None = None,
     resume: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
@@ -303,7 +309,8 @@ def fit(
             np.errstate(over="ignore", invalid="ignore"),
         ):  # a non-finite loss is reported instead
             step, train = _train_epoch(model, optimizer, batches(epoch), loss_fn, lr_at=lr_at, step=step,
-                                       clip_norm=clip_norm, bar=bar, watch=watch, comm=comm)  # fmt: skip
+                                       clip_norm=clip_norm, bar=bar, watch=watch, comm=comm,
+                                       after_step=after_step)  # fmt: skip
         seconds = time.perf_counter() - tic
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
         record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
