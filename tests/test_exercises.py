@@ -1,7 +1,8 @@
 """The tutorials' exercise checks accept the reference solutions and reject wrong answers.
 
-tutorials/exercises.py holds one checker per exercise and tutorials/solutions.py
-the reference answers; each wrong answer below is a plausible slip, and its
+tutorials/exercises.py holds one checker per exercise of tutorials 00-08 and
+tutorials/solutions.py the reference answers (tutorials 10-14: exercises_successors.py
+and solutions_successors.py); each wrong answer below is a plausible slip, and its
 checker must say so (return False), or the check would be worthless.
 """
 
@@ -20,7 +21,9 @@ TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 sys.path.insert(0, str(TUTORIALS))
 
 import exercises  # noqa: E402
+import exercises_successors  # noqa: E402
 import solutions as S  # noqa: E402
+import solutions_successors as SS  # noqa: E402
 
 import whitebox.functional as F  # noqa: E402
 from whitebox import nn  # noqa: E402
@@ -97,6 +100,52 @@ def _random_first(ids, chosen_u, kind_u, random_ids, p, mask_id):  # noqa: PLR09
     inputs = np.where(chosen & (kind_u < 0.1), random_ids, ids)
     inputs = np.where(chosen & (kind_u >= 0.1) & (kind_u < 0.9), mask_id, inputs)
     return inputs, np.where(chosen, ids, -100)
+
+
+def _mass_up_to(maps, keep):
+    """Keeps the entries whose running sum stays within keep: drops the one that crosses it."""
+    flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1])
+    out = np.zeros(flat.shape, dtype=bool)
+    for row, m in zip(out, flat, strict=True):
+        order = np.argsort(-m)
+        row[order] = np.cumsum(m[order]) <= keep * m.sum()
+    return out.reshape(maps.shape)
+
+
+def _shard_unpadded(n, r, W, seed, epoch):
+    return np.random.default_rng([seed, epoch]).permutation(n)[r::W]
+
+
+def _step_batch_blocks(n, B, W, r, seed, epoch, t):  # noqa: PLR0917
+    """Rank r takes a contiguous block of the one-process batch: the union is right, the ranks are not."""
+    b = B // W
+    return np.random.default_rng([seed, epoch]).permutation(n)[t * B + r * b : t * B + (r + 1) * b]
+
+
+def _bucket_plan_at_cap(nbytes, cap):
+    """Opens a new bucket when the array would exactly fill the current one."""
+    buckets, size = [], 0
+    for i, b in enumerate(nbytes):
+        if not buckets or size + b >= cap:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(i)
+        size += b
+    return buckets
+
+
+def _tssa_unnormalized(w, Pi, K):
+    """m_kj = sum_i pi_ik w_ikj^2, not divided by the group's size sum_i pi_ik."""
+    N = len(w)
+    W = w.reshape(N, K, -1).transpose(1, 0, 2)
+    m = (Pi[..., None] * W**2).sum(axis=1, keepdims=True)
+    return (-W * Pi[..., None] / (1 + m)).transpose(1, 0, 2).reshape(N, -1)
+
+
+def _shares(w, K):
+    """sum_j w_ikj^2 / sum_t w_tkj^2, (K, N): each token's share of head k's energy."""
+    W = w.reshape(len(w), K, -1).transpose(1, 0, 2) ** 2
+    return (W / W.sum(axis=1, keepdims=True)).sum(axis=-1)
 
 
 def _per_tensor_clip(grads, max_norm):
@@ -186,6 +235,91 @@ WRONG = {
         _random_first,
         lambda ids, cu, ku, r, p, m: (S.corrupt(ids, cu, ku, r, p, m)[0], ids),  # targets everywhere
     ],
+    "10.1": [
+        lambda a, g: a[:, :, 1:, 0].reshape(*a.shape[:2], *g),  # column 0: what the patches give cls
+        lambda a, g: a[:, :, 0, :-1].reshape(*a.shape[:2], *g),  # the last patch dropped, not cls
+    ],
+    "10.2": [
+        _mass_up_to,
+        lambda maps, keep: (
+            maps >= np.quantile(maps, 1 - keep, axis=(-2, -1), keepdims=True)
+        ),  # 60% of entries
+    ],
+    "10.3": [
+        lambda P, T: (P & T).sum((1, 2)) / np.maximum((P | T).sum((1, 2)), 1),  # both empty gives 0
+        lambda P, T: 2 * (P & T).sum((1, 2)) / np.maximum(P.sum((1, 2)) + T.sum((1, 2)), 1),  # Dice
+    ],
+    "10.4": [
+        lambda T, P: T.reshape(T.shape[0], T.shape[1] // P, P, -1, P).mean(axis=(1, 3)),  # wrong axes
+        lambda T, P: T[:, ::P, ::P].astype(float),  # one pixel per patch
+    ],
+    "11.1": [lambda t, c, tau: SS._softmax(t / tau), lambda t, c, tau: SS._softmax(t - c)],  # no c; no tau
+    "11.2": [
+        lambda c, t, mu: (1 - mu) * c + mu * t.mean(axis=0, keepdims=True),  # mu on the wrong term
+        lambda c, t, mu: mu * c + (1 - mu) * t.mean(axis=1, keepdims=True).T,  # mean over outputs
+    ],
+    "11.3": [
+        lambda tea, stu, t, T, base: {n: base * tea[n] + (1 - base) * stu[n] for n in tea},  # no schedule
+        lambda tea, stu, t, T, base: SS.ema_step(stu, tea, t, T, base),  # teacher and student swapped
+    ],
+    "11.4": [
+        lambda q: SS.entropies(q)[::-1],
+        lambda q: tuple(h / math.log(2) for h in SS.entropies(q)),  # in bits
+    ],
+    "12.1": [
+        lambda Z, U, Pi, eps: SS.variational_rate(Z, U, np.ones_like(Pi), eps) / U.shape[0],  # Pi ignored
+        lambda Z, U, Pi, eps: sum(  # p / (N eps^2) for every group, as in R^c
+            0.5
+            * Pi[:, k].sum()
+            / len(Z)
+            * np.log1p(U.shape[2] / (len(Z) * eps**2) * (Pi[:, k, None] * (Z @ Uk) ** 2).sum(0)).sum()
+            for k, Uk in enumerate(U)
+        ),
+    ],
+    "12.2": [
+        lambda w, tau, K: SS._softmax(tau[:, None] * _shares(w, K), axis=1),  # softmax over the tokens
+        lambda w, tau, K: SS._softmax(
+            tau[:, None] * (w.reshape(len(w), K, -1) ** 2).sum(-1).T, axis=0
+        ),  # raw
+    ],
+    "12.3": [lambda w, Pi, K: -SS.tssa_out(w, Pi, K), _tssa_unnormalized],  # an ascent step; m not averaged
+    "12.4": [
+        lambda Y, D, eta, lam: np.maximum(eta * Y @ D - eta * lam, 0),  # one step only
+        lambda Y, D, eta, lam: np.maximum(
+            np.maximum(eta * Y @ D, 0) - eta * (np.maximum(eta * Y @ D, 0) @ D.T - Y) @ D - eta * lam, 0
+        ),  # the first step without its threshold
+    ],
+    "13.1": [
+        _shard_unpadded,
+        lambda n, r, W, seed, epoch: np.array_split(SS.shard(n, 0, 1, seed, epoch), W)[r],  # blocks
+    ],
+    "13.2": [
+        _step_batch_blocks,
+        lambda n, B, W, r, seed, epoch, t: SS.shard(n, r, W, seed, epoch)[t * B : (t + 1) * B],
+    ],
+    "13.3": [_bucket_plan_at_cap, lambda nbytes, cap: [list(range(len(nbytes)))]],  # one bucket for all
+    "14.1": [
+        lambda W, K: W.reshape(K, W.shape[0] // K, W.shape[1]),  # not transposed: (K, p, d)
+        lambda W, K: W.reshape(W.shape[1], K, -1).transpose(1, 0, 2),  # the raw memory cut wrongly
+    ],
+    "14.2": [
+        lambda x, D, eta, lam: (float((x @ (np.eye(len(D)) + eta * (D - D.T @ D)) <= eta * lam).mean()), 0.0),
+        lambda x, D, eta, lam: SS.ista_zeros(x, D.T, eta, lam),  # D and D^T exchanged
+    ],
+    "14.3": [
+        lambda x, W, K, s: SS.tied_mssa(x * (W.shape[0] // K) ** 0.25, W, K, s) / (W.shape[0] // K) ** 0.25,
+        lambda x, W, K, s: SS.tied_mssa(x, W, K, 1.0),  # the step size forgotten
+    ],
+}
+
+
+CHECKS = {
+    **dict.fromkeys(exercises.EXERCISES, exercises),
+    **dict.fromkeys(exercises_successors.SUCCESSOR_EXERCISES, exercises_successors),
+}
+SOLUTIONS = {
+    **{k: getattr(S, e.solution) for k, e in exercises.EXERCISES.items()},
+    **{k: getattr(SS, e.solution) for k, e in exercises_successors.SUCCESSOR_EXERCISES.items()},
 }
 
 
@@ -193,32 +327,34 @@ def _not_attempted(*args, **kwargs):
     raise NotImplementedError
 
 
-@pytest.mark.parametrize("key", list(exercises.EXERCISES))
+@pytest.mark.parametrize("key", list(CHECKS))
 def test_solution_passes(key: str, capsys: pytest.CaptureFixture[str]):
-    assert exercises.check(key, getattr(S, exercises.EXERCISES[key].solution)) is True
+    assert CHECKS[key].check(key, SOLUTIONS[key]) is True
     assert capsys.readouterr().out == f"{key}: correct.\n"
 
 
-@pytest.mark.parametrize("key", list(exercises.EXERCISES))
+@pytest.mark.parametrize("key", list(CHECKS))
 def test_wrong_answers_are_rejected(key: str, capsys: pytest.CaptureFixture[str]):
     assert WRONG[key], f"no wrong answer tested for {key}"
     for wrong in WRONG[key]:
-        assert exercises.check(key, wrong) is False
+        assert CHECKS[key].check(key, wrong) is False
         assert capsys.readouterr().out.startswith(f"{key}: not right yet. ")
 
 
-@pytest.mark.parametrize("key", list(exercises.EXERCISES))
+@pytest.mark.parametrize("key", list(CHECKS))
 def test_unanswered_exercise_is_reported_not_raised(key: str, capsys: pytest.CaptureFixture[str]):
     answer = type("Stub", (), {"__init__": _not_attempted}) if key == "00b.1" else _not_attempted
-    assert exercises.check(key, answer) is None
+    assert CHECKS[key].check(key, answer) is None
     assert "not attempted" in capsys.readouterr().out
 
 
-def test_answer_that_crashes_is_wrong(capsys: pytest.CaptureFixture[str]):
-    assert exercises.check("01.1", lambda Z, eps: Z @ Z) is False  # a shape error, not a crash of the check
+@pytest.mark.parametrize("module", [exercises, exercises_successors])
+def test_answer_that_crashes_is_wrong(module, capsys: pytest.CaptureFixture[str]):
+    key = "01.1" if module is exercises else "12.1"
+    assert module.check(key, lambda *args: np.ones(3) @ np.ones(4)) is False  # not a crash of the check
     assert "raised ValueError" in capsys.readouterr().out
     with pytest.raises(KeyError, match="no exercise"):
-        exercises.check("99.9", None)
+        module.check("99.9", None)
 
 
 def test_block_slips_come_from_a_right_block():
@@ -229,6 +365,8 @@ def test_block_slips_come_from_a_right_block():
 def test_solution_prints_the_reference(capsys: pytest.CaptureFixture[str]):
     source = exercises.solution("03.1")
     assert source.startswith("def ssa(") and source in capsys.readouterr().out
+    source = exercises_successors.solution("12.4")
+    assert source.startswith("def alpha_code(") and source in capsys.readouterr().out
 
 
 def _keys_in(notebook: Path) -> list[str]:
@@ -237,9 +375,9 @@ def _keys_in(notebook: Path) -> list[str]:
     return re.findall(r"check\(\"([0-9a-z.]+)\"", code)
 
 
-@pytest.mark.parametrize("prefix", sorted({k.split(".")[0] for k in exercises.EXERCISES}))
+@pytest.mark.parametrize("prefix", sorted({k.split(".")[0] for k in CHECKS}))
 def test_each_tutorial_poses_its_exercises_once(prefix: str):
     (notebook,) = TUTORIALS.glob(f"{prefix}_*.ipynb")
-    keys = [k for k in exercises.EXERCISES if k.split(".")[0] == prefix]
+    keys = [k for k in CHECKS if k.split(".")[0] == prefix]
     assert 3 <= len(keys) <= 5
     assert _keys_in(notebook) == keys
