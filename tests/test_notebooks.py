@@ -31,8 +31,7 @@ import stamp  # noqa: E402 (tutorials/stamp.py)
 
 # Notebooks whose committed outputs are known to await `make notebooks` (each name is removed once it has
 # been refreshed; a listed notebook that is current fails, so the list cannot outlive its reason).
-# 10: its exercises were appended, and a full-size run trains two models (no runs in ../runs here).
-RESTAMP_PENDING: set[str] = {"10_objects_segment_themselves.ipynb"}
+RESTAMP_PENDING: set[str] = set()
 
 
 def _execute(nb, figures: Path, monkeypatch: pytest.MonkeyPatch):
