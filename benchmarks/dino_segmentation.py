@@ -16,6 +16,11 @@ whose features the k-NN and the probe read here); with ``pool="mean"`` (the dino
 the loss reads the mean of the patch tokens, not the cls token, so the last layer's cls attention
 is never read by the loss: the earlier layers' is (their cls token feeds the patches after them).
 
+Measured with the defaults (two processes, one per seed, 14.5 minutes wall on the loaded 2-core development
+machine), last layer of the teacher, mean over seeds 0 and 1: CRATE head average 0.055, best head 0.058,
+normalized cut 0.055 (untrained 0.057, 0.061, 0.056); ViT 0.061, 0.069, 0.057 (untrained 0.061, 0.068, 0.057);
+floor 0.176, ceiling 0.382; teacher k-NN accuracy 11.0% and 11.1% (chance 10%). The README has every layer.
+
     python benchmarks/dino_segmentation.py                     # 2 seeds, 2 epochs, CPU
     python benchmarks/dino_segmentation.py --epochs 1 --seeds 0 --n-eval 100   # a quick look
 """
