@@ -8,7 +8,7 @@ Subcommands (``python -m whitebox CMD --help`` for the options):
     measure     per layer: R^c of the tokens entering attention and sparsity of the ISTA (MLP)
                 outputs, on held-out inputs (table, JSON and plot in the run directory)
     attention   the cls token's attention over the patches, per head, in the last layers (PNG)
-    segment     score an image run on scenes with true masks as a segmenter: mean IoU per layer
+    segment     score an image or dino run on scenes with true masks as a segmenter: mean IoU per layer
                 and head against a floor and a ceiling, and a figure (whitebox.segment)
     figures     regenerate figures/ from the runs (see FIGURE_RUNS)
     demo        train CRATE on mnist5k on the CPU, then print and plot what it learned
@@ -208,7 +208,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     out = args.out or args.run
-    result = report.segment_run(args.run, args.n, args.method, args.layer, out)
+    result = report.segment_run(args.run, args.n, args.method, args.layer, out, backbone=args.backbone)
     print(result["table"])
     what = "head average, 60% of the attention mass" if args.method == "attention" else "normalized cut"
     depth = len(result["rows"])

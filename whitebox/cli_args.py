@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from whitebox.data import available_datasets
 from whitebox.data.text import CORPORA
+from whitebox.report import BACKBONES
 from whitebox.segment import METHODS
 from whitebox.train.run_files import CONFIG
 
@@ -277,6 +278,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
         "--layer", type=_positive_int, help="layer of the headline and the figure, from 1 (default: last)"
     )
     p.add_argument("--n", type=_positive_int, default=500, help="held-out scenes scored (default 500)")
+    p.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        help="a dino run only: whose attention, the EMA teacher's (default; what k-NN and the probe read) "
+        "or the student's",
+    )
     p.add_argument(
         "--out", type=Path, help="folder for the figure and segment.json (default: the run directory)"
     )

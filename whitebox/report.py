@@ -17,7 +17,8 @@ import numpy as np
 from whitebox import measure, segment, viz
 from whitebox.crate import intermediates
 from whitebox.data import DataLoader, load_dataset
-from whitebox.train.classify import ARCH_NAMES, ImageClassification
+from whitebox.train.classify import ARCH_NAMES, ImageClassification, evenly_spaced
+from whitebox.train.dino import SelfDistillation
 from whitebox.train.run_files import CHECKPOINT, RunError, epoch_checkpoints, load_epoch, read_metrics
 from whitebox.train.task import Task, open_run
 from whitebox.viz_scenes import plot_segmentation
@@ -107,12 +108,28 @@ def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "
     return paths
 
 
-def _image_task(run: Path, what: str) -> tuple[ImageClassification, Any]:
+#: The networks of a DINO run whose attention ``segment_run`` can score.
+BACKBONES = ("teacher", "student")
+
+
+def _segmenter(run: Path, backbone: str | None) -> tuple[Any, Any, Any, str]:
+    """(config, test split, classifier with a cls token, name) of an image or DINO run; of a DINO
+    run, the teacher's or the student's backbone (``backbone``, None: the teacher)."""
     require_checkpoint(run)
     task, model = open_run(run)
+    if isinstance(task, SelfDistillation):
+        backbone = backbone or "teacher"
+        if backbone not in BACKBONES:
+            raise RunError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+        classifier = getattr(model, backbone).backbone.model
+        c = task.config
+        return c, task.dataset("test"), classifier, f"DINO {backbone} {ARCH_NAMES[c.model]} ({c.preset})"
     if not isinstance(task, ImageClassification):
-        raise RunError(f"{what} needs an image run; {run} is a {task.config.task} run")
-    return task, model
+        raise RunError(f"segmentation needs an image or dino run; {run} is a {task.config.task} run")
+    if backbone is not None:
+        raise RunError(f"{run} is not a DINO run: it has no teacher and student (drop --backbone)")
+    c = task.config
+    return c, task.dataset("test"), model, f"{ARCH_NAMES[c.model]} ({c.preset})"
 
 
 def segment_run(
@@ -124,10 +141,13 @@ def segment_run(
     *,
     shown: int = 6,
     prefix: str = "segment",
+    backbone: str | None = None,
 ) -> dict[str, Any]:
     """Score a run as a segmenter on ``n`` held-out scenes with true masks (``whitebox.segment``).
 
-    ``layer`` counts from 1 (None: the last). Returns ``rows`` (``segment.layer_scores``), ``refs``
+    An image run is scored by its classifier's attention; a DINO run by its ``backbone``'s (None:
+    the teacher, the EMA of the student that the k-NN and the probe read). ``layer`` counts from 1
+    (None: the last). Returns ``rows`` (``segment.layer_scores``), ``refs``
     (floor and ceiling), ``title``, ``table`` (the two as text), ``layer`` (0-based), ``method`` and
     ``iou``, the mean IoU of ``method`` in that layer (the head average for attention); with ``out``,
     also ``figure``: out/<prefix>_<method>_layer<L>.png (image, true mask, predicted mask and each
@@ -135,17 +155,16 @@ def segment_run(
     """
     if method not in segment.METHODS:
         raise RunError(f"unknown method {method!r}; choose one of {', '.join(segment.METHODS)}")
-    task, model = _image_task(run, "segmentation")
-    scenes = task.heldout_subset(n)
+    config, test, model, name = _segmenter(run, backbone)
+    scenes = evenly_spaced(test, n)
     if scenes.masks is None:
         raise RunError(
-            f"{run} was trained on {task.config.data}, which has no true masks; "
+            f"{run} was trained on {config.data}, which has no true masks; "
             "segment scores runs on scenes-mnist or scenes-fashion"
         )
-    config = task.config
     if config.model == "tost":
         raise RunError(f"{run} is a ToST run: its TSSA has no attention matrix to segment with")
-    name = f"{ARCH_NAMES[config.model]} ({config.preset}) {Path(run).name}"
+    name = f"{name} {Path(run).name}"
     depth = config.model_args["depth"]
     layer = depth if layer is None else layer
     if not 1 <= layer <= depth:

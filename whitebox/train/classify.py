@@ -147,6 +147,14 @@ def accuracy(
     return {"acc": correct / n, "loss": loss / n}
 
 
+def evenly_spaced(dataset: ImageDataset, n: int) -> ImageDataset:
+    """``n`` images of ``dataset`` spread evenly over it (every class appears even where it is
+    sorted by class, as mnist5k's test split is), with their labels and (if any) true masks."""
+    idx = np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int))
+    masks = None if dataset.masks is None else dataset.masks[idx]
+    return dataclasses.replace(dataset, images=dataset.images[idx], labels=dataset.labels[idx], masks=masks)
+
+
 class ImageClassification(data_source.ImageSource, Task):
     """The "image" task: label-smoothed cross-entropy, held-out accuracy (module docstring)."""
 
@@ -203,10 +211,7 @@ class ImageClassification(data_source.ImageSource, Task):
     def heldout_subset(self, n: int) -> ImageDataset:
         """``n`` test images spread evenly over the test split (every class appears even where the
         split is sorted by class, as mnist5k's is), with their labels and (if any) true masks."""
-        test = self.dataset("test")
-        idx = np.unique(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int))
-        masks = None if test.masks is None else test.masks[idx]
-        return dataclasses.replace(test, images=test.images[idx], labels=test.labels[idx], masks=masks)
+        return evenly_spaced(self.dataset("test"), n)
 
     def heldout_images(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """The images of ``heldout_subset(n)``: (normalized Tensor, raw uint8 (n, C, H, W), labels)."""

@@ -176,7 +176,8 @@ class SelfDistillation(Task):
     def after_step(self, model: Module, step: int) -> None:
         model.update_teacher(step)
 
-    def _split(self, split: str) -> Any:
+    def dataset(self, split: str) -> Any:
+        """The ``split`` of the run's data (loaded once)."""
         if split not in self._features:
             self._features[split] = load_dataset(self.config.data, split)
         return self._features[split]
@@ -185,8 +186,8 @@ class SelfDistillation(Task):
         """(train features, train labels, test features, test labels) of the teacher's backbone."""
         backbone = model.teacher.backbone
         with backbone.evaluating():
-            tx, ty = embed_dataset(backbone, self._split("train"), device=self.config.device)
-            ex, ey = embed_dataset(backbone, self._split("test"), device=self.config.device)
+            tx, ty = embed_dataset(backbone, self.dataset("train"), device=self.config.device)
+            ex, ey = embed_dataset(backbone, self.dataset("test"), device=self.config.device)
         return tx, ty, ex, ey
 
     def evaluate(self, model: Module, limit: int | None = None) -> dict[str, float]:
@@ -217,7 +218,7 @@ class SelfDistillation(Task):
         return rows
 
     def heldout_inputs(self, n: int) -> Tensor:
-        test = self._split("test")
+        test = self.dataset("test")
         loader = DataLoader(test, min(n, len(test)), shuffle=False, device=self.config.device)
         return next(iter(loader))[0]
 
