@@ -4,11 +4,14 @@ from whitebox.crate.block import CRATEBlock, CRATETransformer, PreNorm
 from whitebox.crate.classifier import CRATE, PRESETS, PatchClassifier, Patchify, create
 from whitebox.crate.inspect import intermediates, record
 from whitebox.crate.ista import ISTA, ista
+from whitebox.crate.mae import CRATEMAE
 from whitebox.crate.mssa import MSSA
 from whitebox.crate.vit import ViT, ViTBlock
+from whitebox.crate.vit_mae import ViTMAE
 
 __all__ = [
     "CRATE",
+    "CRATEMAE",
     "ISTA",
     "MSSA",
     "PRESETS",
@@ -19,6 +22,7 @@ __all__ = [
     "PreNorm",
     "ViT",
     "ViTBlock",
+    "ViTMAE",
     "create",
     "intermediates",
     "ista",
