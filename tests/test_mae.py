@@ -292,3 +292,19 @@ def test_a_few_steps_beat_the_mean_patch(cls: Any) -> None:
         Tensor(np.broadcast_to(mean_patch, (128, 16, 49)).copy()), patchify(held, 7), mask.numpy()
     )
     assert loss.item() < 0.9 * baseline.item(), (loss.item(), baseline.item())
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_features_and_reconstruction(cls: Any) -> None:
+    m = cls(**TINY).to(dtype=F64)
+    x, noise = _images(3, 2, 4, 6), np.random.default_rng(8).random((3, 6))
+    tokens = m.encode(x).numpy()
+    np.testing.assert_array_equal(m.features(x).numpy(), tokens[:, 0])
+    np.testing.assert_allclose(m.features(x, pool="mean").numpy(), tokens[:, 1:].mean(axis=1), rtol=1e-14)
+    with pytest.raises(ValueError, match="pool must be 'cls' or 'mean'"):
+        m.features(x, pool="max")
+    masked, filled, mask = m.reconstruct(x, noise=noise)
+    _, pred, _ = m(x, noise=noise)
+    removed = unpatchify(np.repeat(mask[..., None], 8, axis=-1), 2, (4, 6)).astype(bool)
+    np.testing.assert_array_equal(masked, np.where(removed, 0.0, x))
+    np.testing.assert_array_equal(filled, np.where(removed, unpatchify(pred.numpy(), 2, (4, 6)), x))

@@ -19,7 +19,7 @@ import numpy as np
 from whitebox import backend
 from whitebox import functional as F
 from whitebox.nn import Linear, Module, Parameter, init
-from whitebox.tensor import Tensor
+from whitebox.tensor import Tensor, no_grad
 
 NORM_PIX_EPS = 1e-6
 
@@ -222,6 +222,37 @@ class MaskedAutoencoder(Module):
     def loss(self, images: Tensor, pred: Tensor, mask: Any) -> Tensor:
         """``masked_patch_loss`` of ``pred`` against the patchified ``images``."""
         return masked_patch_loss(pred, patchify(images.data, self.patch_size), mask, self.norm_pix_loss)
+
+    def encode(self, images: Any) -> Tensor:
+        """The encoder's tokens (B, L + 1, dim) with every patch visible; token 0 is the cls token."""
+        raise NotImplementedError(f"{type(self).__name__} must define encode()")
+
+    def features(self, images: Any, pool: str = "cls") -> Tensor:
+        """One vector per image (B, dim) from ``encode`` (no masking), for probes: the cls token
+        (``pool="cls"``) or the mean of the patch tokens (``pool="mean"``)."""
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"{type(self).__name__}.features: pool must be 'cls' or 'mean', got {pool!r}")
+        tokens = self.encode(images)
+        return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(axis=1)
+
+    def reconstruct(self, images: Any, noise: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(masked input, reconstruction, mask) for showing: host images (B, C, H, W) and mask (B, L).
+
+        The masked input has the removed patches set to 0; the reconstruction keeps the visible
+        patches of the image and puts the prediction in the removed ones (with ``norm_pix_loss``,
+        each predicted patch is mapped back with its true patch's mean and standard deviation)."""
+        with no_grad():
+            images = self._images(images)
+            _, pred, mask = self.forward(images, noise)
+        x = backend.to_numpy(images.data).astype(np.float64)
+        target, pred = patchify(x, self.patch_size), backend.to_numpy(pred.data).astype(np.float64)
+        if self.norm_pix_loss:
+            mean = target.mean(axis=-1, keepdims=True)
+            pred = pred * (target.var(axis=-1, keepdims=True, ddof=1) + NORM_PIX_EPS) ** 0.5 + mean
+        removed = backend.to_numpy(mask.data).astype(bool)[..., None]
+        masked = unpatchify(np.where(removed, 0.0, target), self.patch_size, self.image_size)
+        filled = unpatchify(np.where(removed, pred, target), self.patch_size, self.image_size)
+        return masked, filled, backend.to_numpy(mask.data)
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """As ``Module.load_state_dict``, with one clear error for a checkpoint of another kind of model."""
