@@ -15,11 +15,13 @@ from torch import nn  # noqa: E402
 from whitebox.crate import CRATEMAE  # noqa: E402
 from whitebox.crate.autoencoder import sincos_pos_embed  # noqa: E402
 from whitebox.interop import load_official_checkpoint, to_torch_state_dict  # noqa: E402
+from whitebox.torch_reference import Attention, FeedForward, PreNorm  # noqa: E402
 
 CFG = {"image_size": 16, "patch_size": 4, "channels": 3, "dim": 24, "depth": 2, "heads": 3}
 
 
-# ---- the official model, transcribed (einops as reshapes, timm's PatchEmbed as its Conv2d) ----
+# ---- the official model, transcribed (einops as reshapes, timm's PatchEmbed as its Conv2d); ----
+# ---- PreNorm, Attention and the encoder's FeedForward (ISTA) are the classifier's, shared  ----
 
 
 def official_sincos(embed_dim: int, grid_size: int) -> np.ndarray:
@@ -36,44 +38,6 @@ def official_sincos(embed_dim: int, grid_size: int) -> np.ndarray:
     return np.concatenate([np.zeros((1, embed_dim)), emb], axis=0)
 
 
-class PreNorm(nn.Module):
-    def __init__(self, dim: int, fn: nn.Module) -> None:
-        super().__init__()
-        self.norm, self.fn = nn.LayerNorm(dim), fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(self.norm(x))
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
-        super().__init__()
-        self.heads, self.scale = heads, dim_head**-0.5
-        self.qkv = nn.Linear(dim, heads * dim_head, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(0.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        w = self.qkv(x).reshape(b, n, self.heads, -1).transpose(1, 2)
-        attn = torch.softmax(torch.matmul(w, w.transpose(-1, -2)) * self.scale, dim=-1)
-        return self.to_out(torch.matmul(attn, w).transpose(1, 2).reshape(b, n, -1))
-
-
-class EncoderFF(nn.Module):
-    def __init__(self, dim: int, step_size: float = 0.1, lambd: float = 0.5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(dim, dim))
-        nn.init.kaiming_uniform_(self.weight)
-        self.step_size, self.lambd = step_size, lambd
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = nn.functional.linear(x, self.weight, bias=None)
-        grad_1 = nn.functional.linear(x1, self.weight.t(), bias=None)
-        grad_2 = nn.functional.linear(x, self.weight.t(), bias=None)
-        grad_update = self.step_size * (grad_2 - grad_1) - self.step_size * self.lambd
-        return nn.functional.relu(x + grad_update)
-
-
 class DecoderFF(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -88,7 +52,14 @@ class EncoderBlock(nn.Module):
     def __init__(self, dim: int, heads: int, dim_head: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            [nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head)), PreNorm(dim, EncoderFF(dim))])]
+            [
+                nn.ModuleList(
+                    [
+                        PreNorm(dim, Attention(dim, heads, dim_head)),
+                        PreNorm(dim, FeedForward(dim, step_size=0.1, lambd=0.5)),
+                    ]
+                )
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
