@@ -1,10 +1,10 @@
 # whitebox: every install step lives here, so a fresh clone needs only python3 (>= 3.10) and make.
 #
 #   make demo        venv + `pip install -e .`, then `python -m whitebox demo`
-#   make test        venv + `pip install -e '.[dev,torch]'`, then the whole test suite (pytest-xdist)
+#   make test        venv + `pip install -e '.[dev,torch,distributed]'`, then the whole test suite (pytest-xdist)
 #   make lint        ruff check + ruff format --check
 #   make bench       benchmarks/train_step.py
-#   make notebooks   re-execute tutorials/*.ipynb in place, at full size (outputs and figures/ updated)
+#   make notebooks   re-execute tutorials/*.ipynb in place, at full size, and stamp them (tutorials/stamp.py)
 #   make clean       caches and build leftovers (keeps .venv; `make distclean` removes it too)
 #
 # Knobs: PYTHON=python3.11, DEMO_ARGS=..., PYTEST_ARGS=..., BENCH_ARGS=..., NOTEBOOKS="tutorials/03_x.ipynb".
@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(PY)
-	$(PIP) install -e '.[dev,torch]'
+	$(PIP) install -e '.[dev,torch,distributed]'
 	touch $@ $(STAMP)
 
 demo: $(STAMP)
@@ -63,14 +63,11 @@ format: $(STAMP_DEV)
 bench: $(STAMP_DEV)
 	$(PY) benchmarks/train_step.py $(BENCH_ARGS)
 
-# Full size: WHITEBOX_SMALL and WHITEBOX_FIGURES unset, so figures land in figures/.
+# Full size: WHITEBOX_SMALL and WHITEBOX_FIGURES unset, so figures land in figures/. Each notebook is
+# executed in place and stamped with hashes of the sources it loaded (tutorials/stamp.py), which
+# tests/test_notebooks.py compares with the checkout to catch outputs older than the code.
 notebooks: $(STAMP_DEV)
-	@set -e; cd tutorials; for nb in $(notdir $(NOTEBOOKS)); do \
-		echo "executing tutorials/$$nb"; \
-		env -u WHITEBOX_SMALL -u WHITEBOX_FIGURES ../$(VENV)/bin/jupyter nbconvert --to notebook \
-			--execute --inplace --ExecutePreprocessor.timeout=-1 \
-			--ExecutePreprocessor.kernel_name=python3 "$$nb"; \
-	done
+	env -u WHITEBOX_SMALL -u WHITEBOX_FIGURES PYTHONPATH=$(CURDIR) $(PY) tutorials/stamp.py execute $(NOTEBOOKS)
 
 clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from whitebox.cli import measure_run, run_figures
 from whitebox.data import load_dataset
 from whitebox.measure import format_table
-from whitebox.train import image
+from whitebox.report import measure_run, run_figures
+from whitebox.train import classify, train
 from whitebox.train.loop import CHECKPOINT
 
 TARGET_ACC, MAX_GAP = 0.90, 0.02
@@ -70,11 +70,11 @@ def main() -> None:
     }
     results, runs = {}, {}
     for model in ("crate", "vit"):
-        config = image.image_config(model, args.preset, "fashion-mnist", **settings)
+        config = classify.image_config(model, args.preset, "fashion-mnist", **settings)
         run = runs[f"fashion_{model}"] = args.runs / f"fashion_{model}"
-        print(f"== {model}_{args.preset}: {config['model_args']} -> {run}", flush=True)
+        print(f"== {model}_{args.preset}: {config.model_args} -> {run}", flush=True)
         resume = args.resume and (run / CHECKPOINT).exists()
-        results[model] = image.train(config, run, resume=resume, progress=not args.quiet)
+        results[model] = train(config, run, resume=resume, progress=not args.quiet)
 
     print(
         f"\nFashion-MNIST, {args.preset} size class, {args.epochs} epochs, {args.optimizer} lr {args.lr}, "
@@ -84,14 +84,14 @@ def main() -> None:
     for model, r in results.items():
         seconds = r["seconds"]
         print(
-            f"{model:6s} {r['params']:9,d} {r['test_acc']:9.4f} {seconds:8.0f} {seconds / args.epochs:8.1f}"
+            f"{model:6s} {r['params']:9,d} {r['eval_acc']:9.4f} {seconds:8.0f} {seconds / args.epochs:8.1f}"
         )
     for run in runs.values():
         rows, title = measure_run(run, 1000)
         print("\n" + format_table(rows, title))
     for path in run_figures(runs, args.figures, n=1000):
         print(f"wrote {path}")
-    crate, vit = results["crate"]["test_acc"], results["vit"]["test_acc"]
+    crate, vit = results["crate"]["eval_acc"], results["vit"]["eval_acc"]
     ok = crate >= TARGET_ACC and vit - crate <= MAX_GAP
     verdict = "met" if ok else "NOT met"
     print(

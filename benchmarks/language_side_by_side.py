@@ -1,6 +1,6 @@
 """CRATE vs its black-box twin on language, side by side: same data, tokenizer, optimizer, budget.
 
-Two pairs, each trained with ``whitebox.train.text.train`` for the same number of steps on the
+Two pairs, each trained with ``whitebox.train.train`` for the same number of steps on the
 same batches (same seed), then scored on the whole validation split (``evaluate``):
 
 * causal: ``CausalCRATE`` vs ``GPT`` (next-token loss);
@@ -21,31 +21,31 @@ import tempfile
 import time
 from pathlib import Path
 
-from whitebox.train.text import evaluate, train
+from whitebox.train import train
+from whitebox.train.language import evaluate, language_config
 
 PAIRS = {"causal": ("lm", ("crate", "gpt")), "masked": ("mlm", ("crate", "bert"))}
 
 
 def run(task: str, model: str, args: argparse.Namespace, root: Path) -> dict:
     """Train one model and score it on the whole validation split."""
-    config = {
-        "task": task,
-        "model": model,
-        "data": args.data,
-        "tokenizer": args.tokenizer,
-        "preset": args.preset,
-        "epochs": 1,
-        "steps_per_epoch": args.steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "warmup": args.steps // 10,
-        "min_lr": args.lr / 10,
-        "seed": args.seed,
-        "eval_windows": 8,
-        "progress": not args.quiet,
-    }
+    config = language_config(
+        task,
+        model,
+        args.preset,
+        data=args.data,
+        tokenizer=args.tokenizer,
+        epochs=1,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.steps // 10,
+        min_lr=args.lr / 10,
+        seed=args.seed,
+        eval_windows=8,
+    )
     tic = time.perf_counter()
-    result = train(config, root / f"{task}-{model}")
+    result = train(config, root / f"{task}-{model}", progress=not args.quiet)
     seconds = time.perf_counter() - tic
     scores = evaluate(root / f"{task}-{model}")
     print(

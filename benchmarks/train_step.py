@@ -302,6 +302,9 @@ def main() -> None:
     args = parser.parse_args()
 
     threads = set_threads(args.threads)
+    from whitebox import backend
+
+    backend.tune_malloc()  # as the command line does, so the step is timed as users run it
     if args._memory:
         print(json.dumps(measure_memory(args._memory, args.device, args.batch, args.memory_steps, threads)))
         return

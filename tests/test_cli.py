@@ -40,6 +40,7 @@ def test_train_eval_measure_attention(tiny_run: Path, capsys: pytest.CaptureFixt
     run = tiny_run
     config = json.loads((run / "config.json").read_text())
     assert config["model_args"]["image_size"] == 8 and config["model_args"]["channels"] == 1
+    assert config["version"] == 2 and config["warmup_steps"] == 12  # one epoch: ceil(1438 / 128)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
     assert main(["eval", str(run)]) == 0
@@ -87,7 +88,6 @@ def test_demo_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 
 
 def test_language_runs_dispatch_to_the_text_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    pytest.importorskip("whitebox.train.text")
     run = tmp_path / "lm"
     argv = ["train", "--task", "lm", "--preset", "tiny", "--steps", "2", "--batch-size", "4", "--quiet"]
     assert main([*argv, "--out", str(run)]) == 0
@@ -103,7 +103,8 @@ def test_language_runs_dispatch_to_the_text_task(tmp_path: Path, capsys: pytest.
 def test_vit_run_measures_its_mlp(tmp_path: Path):
     run = tmp_path / "vit"
     assert main(["train", "--model", "vit", "--preset", "mnist_tiny", *TINY, "--epochs", "1", "--quiet",
-                 "--out", str(run)]) == 0  # fmt: skip
+                 "--warmup-steps", "5", "--out", str(run)]) == 0  # fmt: skip
+    assert json.loads((run / "config.json").read_text())["warmup_steps"] == 5
     assert main(["measure", str(run), "--n", "20"]) == 0
     rows = json.loads((run / "measure.json").read_text())
     assert [r["block"] for r in rows] == ["vit", "vit"]
@@ -121,6 +122,12 @@ def test_vit_run_measures_its_mlp(tmp_path: Path):
         (["train", "--task", "lm", "--data", "digits", "--out", "{tmp}/x"], "pydoc"),
         (["train", "--task", "lm", "--preset", "huge", "--out", "{tmp}/x"], "tiny"),
         (["train", "--data", "digits", "--seed", "-1", "--out", "{tmp}/x"], "--seed"),
+        (
+            ["train", "--data", "digits", "--warmup", "1", "--out", "{tmp}/x"],
+            "unrecognized arguments: --warmup",
+        ),
+        (["train", "--data", "digits", "--lr", "nan", "--out", "{tmp}/x"], "--lr"),
+        (["train", "--task", "mlm", "--model", "gpt", "--out", "{tmp}/x"], "--task mlm --model bert"),
         (["eval", "{tmp}/missing"], "does not exist"),
         pytest.param(
             ["train", "--data", "digits", "--device", "cuda", "--out", "{tmp}/x"],

@@ -10,8 +10,9 @@ import pytest
 
 import whitebox as wb
 from whitebox import rate
-from whitebox.crate import CRATE, ISTA, MSSA, PRESETS, CRATEBlock, Patchify, create
-from whitebox.crate.inspect import CRATE_KEYS, intermediates, record
+from whitebox.crate import CRATE, ISTA, MSSA, PRESETS, CRATEBlock, Patchify, TokenModel, create
+from whitebox.crate.presets import ARCHITECTURES
+from whitebox.crate.probe import CRATE_KEYS, intermediates, record
 from whitebox.gradcheck import gradcheck
 from whitebox.tensor import Tensor
 
@@ -291,6 +292,19 @@ def test_imagenet_presets_have_the_published_sizes(name: str, published: float) 
     m = create(name)
     assert (m.image_size, m.patch_size, m.num_classes) == ((224, 224), (16, 16), 1000)
     assert round(m.num_parameters() / 1e5) == round(published / 1e5)
+
+
+def test_one_preset_table_for_every_family() -> None:
+    """Every preset names a known architecture and builds it (language ones given a vocabulary)."""
+    assert {cfg["arch"] for cfg in PRESETS.values()} == set(ARCHITECTURES)
+    for name, cfg in PRESETS.items():
+        if cfg.get("image_size") == 224:
+            continue  # the ImageNet sizes are built in test_imagenet_presets_have_the_published_sizes
+        cls = ARCHITECTURES[cfg["arch"]]
+        extra = {"vocab_size": 7} if issubclass(cls, TokenModel) else {}
+        assert type(create(name, depth=1, **extra)) is cls, name
+    with pytest.raises(TypeError, match="bogus"):
+        create("vit_mnist_tiny", bogus=1)
 
 
 def test_small_image_presets() -> None:

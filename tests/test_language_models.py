@@ -1,4 +1,4 @@
-"""Causal and masked language models: causality, the masking rule, the loss, gradients, generation."""
+"""Causal and masked language models: causality, the loss, gradients, generation, presets."""
 
 from __future__ import annotations
 
@@ -7,13 +7,24 @@ import pytest
 
 import whitebox.functional as F
 from whitebox import Tensor, manual_seed
-from whitebox.crate.causal import GPT, CausalCRATE, causal_mask
-from whitebox.crate.masked import BERT, IGNORE_INDEX, MaskedCRATE, fill_mask, mask_tokens
+from whitebox.crate import (
+    BERT,
+    GPT,
+    PRESETS,
+    CausalCRATE,
+    CRATETransformer,
+    MaskedCRATE,
+    TokenModel,
+    causal_mask,
+    create,
+    fill_mask,
+)
+from whitebox.crate.token_model import EMBEDDING_STD
 from whitebox.gradcheck import gradcheck
-from whitebox.tokenizers import MASK, CharTokenizer
-from whitebox.train.text import PRESETS, build_model, resolve_config
+from whitebox.nn import init
 
 V, T = 11, 8
+IGNORE_INDEX = -100  # the targets' marker for "not scored", as cross_entropy(ignore_index=...) takes it
 
 
 def _causal(cls):
@@ -54,27 +65,6 @@ def test_context_longer_than_block_size_is_an_error(cls):
     model = cls(V, T, 8, 1, 2)
     with pytest.raises(ValueError, match=rf"{T + 1} tokens.*block_size {T}"):
         model(np.zeros((1, T + 1), dtype=np.int64))
-
-
-def test_masking_rule_proportions():
-    """Chosen ~ Bin(n, 0.15); of the chosen, [MASK] 80%, random 10%, kept 10% (5 sigma bounds)."""
-    n, vocab, mask_id = 400_000, 1000, 1000
-    ids = np.random.default_rng(1).integers(0, vocab, n)
-    inputs, targets = mask_tokens(ids, np.random.default_rng(2), mask_id, vocab, p=0.15)
-    chosen = targets != IGNORE_INDEX
-    np.testing.assert_array_equal(targets[chosen], ids[chosen])
-    np.testing.assert_array_equal(inputs[~chosen], ids[~chosen])  # unchosen are never touched
-
-    def close(count, total, p):
-        assert abs(count - total * p) < 5 * np.sqrt(total * p * (1 - p)), (count, total, p)
-
-    m = int(chosen.sum())
-    close(m, n, 0.15)
-    masked = inputs[chosen] == mask_id
-    kept = inputs[chosen] == ids[chosen]
-    close(int(masked.sum()), m, 0.8)
-    close(int(kept.sum()), m, 0.1 + 0.1 / vocab)  # a random draw equal to the original also counts as kept
-    assert (inputs[chosen][~masked] < vocab).all()  # random replacements are ordinary tokens
 
 
 def test_loss_counts_only_chosen_positions():
@@ -138,25 +128,89 @@ def test_generation_crops_a_long_prompt():
         model.generate([1], 1, temperature=0)
 
 
+class _Letters:
+    """The tokenizer interface fill_mask uses: one id per letter of "abcd ", then [MASK]."""
+
+    letters = "abcd "
+    n_regular = len(letters)
+    mask_id = n_regular
+    vocab_size = n_regular + 1
+
+    def encode(self, text: str, allow_special: bool = False) -> np.ndarray:
+        assert allow_special
+        ids, rest = [], text
+        while rest:
+            if rest.startswith("[MASK]"):
+                ids.append(self.mask_id)
+                rest = rest[len("[MASK]") :]
+            else:
+                ids.append(self.letters.index(rest[0]))
+                rest = rest[1:]
+        return np.array(ids, dtype=np.int64)
+
+    def decode(self, ids) -> str:
+        return "".join("[MASK]" if i == self.mask_id else self.letters[i] for i in ids)
+
+
 def test_fill_mask_reads_the_marker():
-    tok = CharTokenizer.train("abcd ", specials=(MASK,))
+    tok = _Letters()
     manual_seed(0)
-    model = MaskedCRATE(tok.vocab_size, 16, 8, 1, 2)
-    out = fill_mask(model, tok, f"ab{MASK}d {MASK}", top_k=3)
+    model = MaskedCRATE(tok.vocab_size, 16, 8, 1, 2).train()
+    out = fill_mask(model, tok, "ab[MASK]d [MASK]", top_k=3)
+    assert model.training  # fill_mask ran in eval mode and gave the mode back
     assert len(out["candidates"]) == 2 and all(len(c) == 3 for c in out["candidates"])
     probs = [p for _, p in out["candidates"][0]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
-    assert MASK not in out["text"] and len(out["text"]) == 6 and out["text"][:2] == "ab"
+    assert "[MASK]" not in out["text"] and len(out["text"]) == 6 and out["text"][:2] == "ab"
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         fill_mask(model, tok, "abc")
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
-@pytest.mark.parametrize("task", ["lm", "mlm"])
-def test_twins_have_about_the_same_parameter_count(preset, task):
-    counts = {}
-    for model in ("crate", "gpt" if task == "lm" else "bert"):
-        cfg = resolve_config({"task": task, "model": model, "preset": preset})
-        counts[model] = build_model(cfg, 100).num_parameters()
-    crate, twin = counts.values()
-    assert abs(crate - twin) / twin < 0.1, counts
+def test_generate_needs_a_causal_model():
+    manual_seed(0)
+    with pytest.raises(ValueError, match="bidirectional"):
+        BERT(V, T, 8, 1, 2).generate([1], 1)
+
+
+@pytest.mark.parametrize(
+    ("cls", "causal"), [(CausalCRATE, True), (GPT, True), (MaskedCRATE, False), (BERT, False)]
+)
+def test_four_models_are_one_token_model_with_a_mask_rule(cls, causal):
+    manual_seed(0)
+    model = cls(V, T, 8, 1, 2)
+    assert isinstance(model, TokenModel) and model.causal is causal
+
+
+def test_embeddings_are_drawn_once_after_the_blocks():
+    """No hidden draws: the blocks' weights, then E ~ N(0, 0.02^2), then P ~ N(0, 0.02^2)."""
+    manual_seed(0)
+    model = CausalCRATE(V, T, 16, 2, 2, eta=0.2, lam=0.3)
+    manual_seed(0)
+    blocks = CRATETransformer(16, 2, 2, None, 0.0, 0.2, 0.3)
+    E, P = init.normal((V, 16), EMBEDDING_STD), init.normal((T, 16), EMBEDDING_STD)
+    for k, v in blocks.state_dict().items():
+        np.testing.assert_array_equal(model.transformer.state_dict()[k], v)
+    np.testing.assert_array_equal(model.token_embedding.weight.numpy(), E.astype(np.float32))
+    np.testing.assert_array_equal(model.pos_embedding.numpy(), P.astype(np.float32))
+    assert EMBEDDING_STD == 0.02
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "base"])
+@pytest.mark.parametrize(("crate", "twin"), [("causal_crate", "gpt"), ("masked_crate", "bert")])
+def test_twins_have_about_the_same_parameter_count(size, crate, twin):
+    a = create(f"{crate}_{size}", vocab_size=100).num_parameters()
+    b = create(f"{twin}_{size}", vocab_size=100).num_parameters()
+    assert abs(a - b) / b < 0.1, (a, b)
+
+
+def test_language_presets_need_a_vocabulary():
+    names = {
+        n for n, cfg in PRESETS.items() if cfg["arch"] in ("causal_crate", "gpt", "masked_crate", "bert")
+    }
+    assert len(names) == 12
+    with pytest.raises(ValueError, match="vocab_size"):
+        create("gpt_tiny")
+    model = create("masked_crate_tiny", vocab_size=V, dim_head=8)
+    assert isinstance(model, MaskedCRATE) and not model.causal
+    assert (model.vocab_size, model.block_size, model.dim) == (V, 32, 60)
+    assert model.transformer.layers[0].attn.dim_head == 8

@@ -16,7 +16,7 @@ from whitebox.crate.autoencoder import (
     sincos_pos_embed,
     unpatchify,
 )
-from whitebox.crate.block import CRATEBlock
+from whitebox.crate.crate_block import CRATEBlock
 from whitebox.crate.mae import CRATEDecoderBlock
 from whitebox.gradcheck import gradcheck
 from whitebox.tensor import Tensor

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from whitebox import backend
-from whitebox.crate import CRATE, ViT
-from whitebox.crate.inspect import intermediates
+from whitebox.crate import CRATE, ViT, intermediates
 from whitebox.measure import (
     EPS2,
     compression,

@@ -114,6 +114,20 @@ def test_train_eval_propagate_to_dropout() -> None:
     assert all(m.training for m in net.modules())
 
 
+def test_evaluating_sets_eval_and_restores_each_modules_mode() -> None:
+    net = Net()
+    net.blocks[1].eval()  # a mixed state: it must come back exactly, module by module
+    before = {name: m.training for name, m in net.named_modules()}
+    assert not all(before.values()) and any(before.values())
+    with net.evaluating() as same:
+        assert same is net
+        assert not any(m.training for m in net.modules())
+    assert {name: m.training for name, m in net.named_modules()} == before
+    with pytest.raises(RuntimeError, match="inside"), net.evaluating():
+        raise RuntimeError("inside")
+    assert {name: m.training for name, m in net.named_modules()} == before
+
+
 def test_to_dtype_casts_float_parameters_and_buffers() -> None:
     net = Net()
     net.register_buffer("counts", Tensor(np.arange(3)))

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from whitebox.data import text as data
+from whitebox.data.download import ChecksumError, fetch
+from whitebox.data.masking import IGNORE_INDEX, mask_tokens
 
 
 def test_pydoc_corpus_is_deterministic_english():
@@ -59,8 +61,8 @@ def test_download_verifies_and_caches(tmp_path):
     opener = _Opener(payload)
     dest = tmp_path / "sub" / "corpus.txt"
     kw = {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload), "first_line": "First Citizen:"}
-    assert data.download("http://x", dest, opener=opener, **kw).read_bytes() == payload
-    data.download("http://x", dest, opener=opener, **kw)
+    assert fetch("http://x", dest, opener=opener, **kw).read_bytes() == payload
+    fetch("http://x", dest, opener=opener, **kw)
     assert opener.calls == 1  # served from the cache the second time
 
 
@@ -70,13 +72,33 @@ def test_download_verifies_and_caches(tmp_path):
 )
 def test_download_rejects_a_bad_file(tmp_path, kw, message):
     dest = tmp_path / "corpus.txt"
-    with pytest.raises(ValueError, match=message):
-        data.download("http://x", dest, opener=_Opener(b"not it\n"), **kw)
+    with pytest.raises(ChecksumError, match=message):
+        fetch("http://x", dest, opener=_Opener(b"not it\n"), **kw)
     assert not dest.exists() and not list(tmp_path.iterdir())
 
 
-def test_tinyshakespeare_goes_to_the_data_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("tilde", [False, True])
+def test_tinyshakespeare_goes_to_the_data_cache(tmp_path, monkeypatch, tilde):
+    """The text corpus uses the image datasets' cache, ``~`` in ``$WHITEBOX_DATA`` expanded."""
     payload = b"First Citizen:\n" + b"x" * (data.TINYSHAKESPEARE_SIZE - 15)
-    monkeypatch.setenv("WHITEBOX_DATA", str(tmp_path))
-    text = data.tinyshakespeare_text(opener=_Opener(payload))
-    assert text.startswith("First Citizen:") and (tmp_path / "tinyshakespeare.txt").exists()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WHITEBOX_DATA", "~/cache" if tilde else str(tmp_path / "cache"))
+    opener = _Opener(payload)
+    text = data.tinyshakespeare_text(opener=opener)
+    assert text.startswith("First Citizen:") and (tmp_path / "cache" / "tinyshakespeare.txt").exists()
+    assert data.tinyshakespeare_text(opener=opener) == text and opener.calls == 1
+
+
+def test_mask_tokens_follows_the_80_10_10_rule():
+    ids = np.random.default_rng(0).integers(0, 50, size=(200, 100))
+    inputs, targets = mask_tokens(ids, np.random.default_rng(1), mask_id=50, vocab_size=50, p=0.15)
+    chosen = targets != IGNORE_INDEX
+    assert abs(chosen.mean() - 0.15) < 0.01
+    np.testing.assert_array_equal(targets[chosen], ids[chosen])
+    np.testing.assert_array_equal(inputs[~chosen], ids[~chosen])  # unchosen positions untouched
+    masked = (inputs == 50)[chosen].mean()
+    assert abs(masked - 0.8) < 0.02 and inputs.max() <= 50
+    kept_or_random = inputs[chosen & (inputs != 50)]
+    assert 0.15 < len(kept_or_random) / chosen.sum() < 0.25
+    with pytest.raises(ValueError, match="p must be"):
+        mask_tokens(ids, np.random.default_rng(1), 50, 50, p=1.5)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whitebox.tokenizers import (
+from whitebox.data.tokenizers import (
     MASK,
     BPETokenizer,
     CharTokenizer,

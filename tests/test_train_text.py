@@ -6,28 +6,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whitebox.crate.causal import CausalCRATE
-from whitebox.crate.masked import MaskedCRATE
-from whitebox.tokenizers import CharTokenizer
-from whitebox.train import load_checkpoint, read_metrics
-from whitebox.train import text as task
+from whitebox.crate import CausalCRATE, MaskedCRATE
+from whitebox.data.tokenizers import CharTokenizer
+from whitebox.train import ConfigError, LMConfig, load_checkpoint, read_config, read_metrics, train
+from whitebox.train import language as task
 
 LM = {
-    "task": "lm",
-    "model": "crate",
-    "preset": "tiny",
     "epochs": 2,
     "steps_per_epoch": 3,
     "batch_size": 4,
-    "warmup": 2,
+    "warmup_steps": 2,
     "eval_windows": 4,
-    "progress": False,
     "dropout": 0.1,  # so resuming must also restore the dropout stream
 }
 
 
+def lm_config(**changes) -> LMConfig:
+    return task.language_config("lm", "crate", "tiny", **{**LM, **changes})
+
+
 def test_lm_run_resume_evaluate_sample(tmp_path, monkeypatch):
-    result = task.train(LM, tmp_path / "full")
+    result = train(lm_config(), tmp_path / "full", progress=False)
     assert {p.name for p in (tmp_path / "full").iterdir()} >= {
         "checkpoint.npz",
         "config.json",
@@ -36,8 +35,10 @@ def test_lm_run_resume_evaluate_sample(tmp_path, monkeypatch):
     }
     assert result["params"] > 0 and np.isfinite(result["eval_loss"])
 
+    config = read_config(tmp_path / "full")
+    assert config == lm_config()  # the run's results are not written into its config
     # Interrupt the second run during epoch 2 (its evaluation raises), then resume it.
-    real_score, calls = task.score, []
+    real_score, calls = task.LanguageModelling.evaluate, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -45,12 +46,12 @@ def test_lm_run_resume_evaluate_sample(tmp_path, monkeypatch):
             raise RuntimeError("interrupted")
         return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(task, "score", interrupted)
+    monkeypatch.setattr(task.LanguageModelling, "evaluate", interrupted)
     with pytest.raises(RuntimeError, match="interrupted"):
-        task.train(LM, tmp_path / "cut")
-    monkeypatch.setattr(task, "score", real_score)
+        train(lm_config(), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(task.LanguageModelling, "evaluate", real_score)
     assert len(read_metrics(tmp_path / "cut")) == 1
-    task.train(LM, tmp_path / "cut", resume=True)
+    train(read_config(tmp_path / "cut"), tmp_path / "cut", resume=True, progress=False)
     full, cut = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
     assert full["step"] == cut["step"] == 6
     for name, value in full["model"].items():
@@ -70,13 +71,14 @@ def test_lm_run_resume_evaluate_sample(tmp_path, monkeypatch):
 
     model, tok, cfg = task.load_run(tmp_path / "full")
     assert isinstance(model, CausalCRATE) and isinstance(tok, CharTokenizer) and not model.training
-    held = task.heldout_inputs(tmp_path / "full", 5)
-    assert held.shape == (5, cfg["block_size"]) and held.max() < tok.vocab_size
+    held = task.LanguageModelling(cfg, tmp_path / "full").heldout_inputs(5)
+    assert held.shape == (5, cfg.block_size) and held.max() < tok.vocab_size
 
 
 def test_mlm_run_with_bpe(tmp_path):
-    config = {**LM, "task": "mlm", "tokenizer": "bpe", "vocab_size": 300, "epochs": 1, "dropout": 0.0}
-    task.train(config, tmp_path)
+    changes = {"tokenizer": "bpe", "vocab_size": 300, "epochs": 1, "dropout": 0.0}
+    config = task.language_config("mlm", "crate", "tiny", **{**LM, **changes})
+    train(config, tmp_path, progress=False)
     scores = task.evaluate(tmp_path)
     assert 0 <= scores["acc"] <= 1 and "bpc" not in scores
     model, tok, _ = task.load_run(tmp_path)
@@ -85,15 +87,23 @@ def test_mlm_run_with_bpe(tmp_path):
     assert "[MASK]" not in filled and filled.startswith("The ")
 
 
-def test_bad_configs_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="--task lm --model gpt"):
-        task.train({**LM, "model": "bert"}, tmp_path)
-    with pytest.raises(ValueError, match="preset"):
-        task.train({**LM, "preset": "huge"}, tmp_path)
-    with pytest.raises(ValueError, match="valid names: pydoc"):
-        task.train({**LM, "data": "wikitext"}, tmp_path)
+def test_bad_configs_are_clear_errors():
+    with pytest.raises(ConfigError, match="--task lm --model gpt"):
+        task.language_config("lm", "bert", "tiny")
+    with pytest.raises(ConfigError, match="preset"):
+        task.language_config("lm", "crate", "huge")
+    with pytest.raises(ConfigError, match="valid names: pydoc"):
+        task.language_config("lm", "crate", "tiny", data="wikitext")
+    with pytest.raises(ConfigError, match="mask_prob"):
+        task.language_config("lm", "crate", "tiny", mask_prob=0.2)  # an mlm field
+    with pytest.raises(ConfigError, match="mask_prob must be <= 1"):
+        task.language_config("mlm", "crate", "tiny", mask_prob=1.5)
+    with pytest.raises(ConfigError, match="not divisible by 7 heads"):
+        task.language_config("lm", "crate", "tiny", heads=7)
 
 
-def test_steps_override_epochs():
-    cfg = task.resolve_config({"steps": 250, "steps_per_epoch": 100})
-    assert cfg["epochs"] == 3 and cfg["steps_per_epoch"] == 84
+def test_steps_override_epochs_and_sizes_follow_the_preset():
+    cfg = task.language_config(steps=250, steps_per_epoch=100)
+    assert cfg.epochs == 3 and cfg.steps_per_epoch == 84
+    twin = task.language_config("lm", "gpt", "base", optimizer="lion")
+    assert (twin.dim, twin.heads, twin.depth, twin.block_size, twin.lr) == (128, 4, 6, 128, 3e-4)

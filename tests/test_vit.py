@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from whitebox.crate import ViT, create
-from whitebox.crate.inspect import VIT_KEYS, record
-from whitebox.crate.vit import Attention, FeedForward
+from whitebox.crate import MSSA, Attention, FeedForward, ViT, create
+from whitebox.crate.probe import TRANSFORMER_KEYS, record
 from whitebox.gradcheck import gradcheck
 from whitebox.ops.attention import attention
 from whitebox.tensor import Tensor
@@ -57,6 +56,24 @@ def test_attention_matches_numpy(causal: bool) -> None:
 
 
 @pytest.mark.parametrize("causal", [False, True])
+def test_attention_with_q_k_v_tied_is_mssa(causal: bool) -> None:
+    """The two attention rules share one frame: W_q = W_k = W_v = U and the same output layer
+    make the standard layer compute MSSA exactly."""
+    mssa = MSSA(6, heads=2).to(dtype=F64)
+    attn = Attention(6, heads=2).to(dtype=F64)
+    attn.to_qkv.weight.data = np.concatenate([mssa.qkv.weight.data] * 3)
+    attn.to_out[0].weight.data, attn.to_out[0].bias.data = (
+        mssa.to_out[0].weight.data,
+        mssa.to_out[0].bias.data,
+    )
+    x = _x(2, 5, 6, seed=3)
+    mask = np.tril(np.ones((5, 5), bool)) if causal else None
+    np.testing.assert_allclose(attn(x, mask=mask).data, mssa(x, mask=mask).data, rtol=1e-12, atol=1e-12)
+    assert set(mssa.state_dict()) == {"qkv.weight", "to_out.0.weight", "to_out.0.bias"}
+    assert set(attn.state_dict()) == {"to_qkv.weight", "to_out.0.weight", "to_out.0.bias"}
+
+
+@pytest.mark.parametrize("causal", [False, True])
 def test_attention_op_gradcheck(causal: bool) -> None:
     mask = np.tril(np.ones((4, 4), bool)) if causal else None
     qkv = _x(2, 4, 12, seed=2, requires_grad=True)
@@ -98,7 +115,7 @@ def test_record_vit() -> None:
     img = _x(2, 1, 4, 4, seed=5)
     with record(m) as rec:
         m(img)
-    assert set(rec) == set(VIT_KEYS) and all(len(v) == 2 for v in rec.values())
+    assert set(rec) == set(TRANSFORMER_KEYS) and all(len(v) == 2 for v in rec.values())
     assert rec["mlp_hidden"][0].shape == (2, 5, 16) and rec["attention"][0].shape == (2, 2, 5, 5)
     block = m.transformer.layers[1]
     expected = rec["attn_out"][1] + block.mlp(Tensor(rec["mlp_in"][1])).data

@@ -155,25 +155,28 @@ def scatter_add(target: Any, index: Any, values: Any) -> None:
         cupyx.scatter_add(target, index, values)
 
 
-def _keep_freed_host_memory() -> None:
+def tune_malloc() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
 
     NumPy takes every large temporary from malloc. Above the mmap threshold (adaptive,
     128 KiB to 32 MiB) each one is a fresh mmap whose pages fault in on first touch, which
     costs more than the arithmetic of an elementwise op on it; raising the mmap and trim
-    thresholds lets malloc serve them from its heap, as CuPy's memory pool does on the GPU.
-    Peak memory is unchanged; the process just does not shrink afterwards. A no-op off glibc
-    or with the environment variable WHITEBOX_KEEP_HOST_MEMORY=0.
+    thresholds (``mallopt(M_MMAP_THRESHOLD, 1 GiB)``, ``mallopt(M_TRIM_THRESHOLD, 1 GiB)``)
+    lets malloc serve them from its heap, as CuPy's memory pool does on the GPU. Peak memory
+    is unchanged; the process just does not shrink afterwards.
+
+    It changes the whole process (every library in it), so importing whitebox never does it:
+    the command line and the training entry points call it, and a script may. Returns True
+    when the thresholds were set; False (and nothing changed) off Linux, off glibc (e.g.
+    musl), or with the environment variable WHITEBOX_KEEP_HOST_MEMORY=0.
     """
     if os.environ.get("WHITEBOX_KEEP_HOST_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
-        return
+        return False
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 1 << 30)
         libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):  # not glibc (e.g. musl): keep its defaults
-        pass
-
-
-_keep_freed_host_memory()
+    except (OSError, AttributeError):  # not glibc: keep its defaults
+        return False
+    return True

@@ -25,9 +25,11 @@ from whitebox.ops import (
     solve,
     tanh,
 )
+from whitebox.ops.attention import attention, tied_attention
 from whitebox.tensor import Tensor
 
 __all__ = [
+    "attention",
     "cholesky",
     "cross_entropy",
     "dropout",
@@ -45,6 +47,7 @@ __all__ = [
     "softmax",
     "solve",
     "tanh",
+    "tied_attention",
 ]
 
 
@@ -66,8 +69,3 @@ def mse_loss(pred: Tensor, target: Any) -> Tensor:
     """Mean squared error mean((pred - target)^2)."""
     diff = pred - target
     return (diff * diff).mean()
-
-
-from whitebox.ops.attention import attention, tied_attention  # noqa: E402
-
-__all__ += ["attention", "tied_attention"]

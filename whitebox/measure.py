@@ -1,4 +1,4 @@
-"""Measuring the white box layer by layer: compression and sparsity (CRATE.md sec. 5).
+"""Measuring the white box layer by layer: compression and sparsity (docs/math.md §5).
 
 Every CRATE layer is meant to take one step on the sparse rate reduction objective,
 max Delta R(Z; U_[K]) - lam ||Z||_0, so two quantities can be read off each layer l:
@@ -20,8 +20,8 @@ max Delta R(Z; U_[K]) - lam ||Z||_0, so two quantities can be read off each laye
   MLP's output MLP(LN2(x)) (before the residual), its stand-in for ISTA.
 
 Numbers are averaged over the given inputs (images or token sequences). Works for any model made
-of ``CRATEBlock`` / ``ViTBlock`` layers (CRATE, ViT, CausalCRATE, GPT): see
-``whitebox.crate.inspect``.
+of ``CRATEBlock`` / ``TransformerBlock`` layers (CRATE, ViT, CausalCRATE, GPT): see
+``whitebox.crate.probe``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from whitebox.crate.block import CRATEBlock
-from whitebox.crate.inspect import record
-from whitebox.crate.vit import ViTBlock
+from whitebox.crate import CRATEBlock, TransformerBlock, record
 from whitebox.nn import Module
 from whitebox.rate import coding_rate
 from whitebox.tensor import Tensor, no_grad
@@ -82,7 +80,7 @@ def nonzero_fraction(Z: Any) -> float:
 
 
 def _blocks(model: Module) -> list[Module]:
-    return [m for m in model.modules() if isinstance(m, CRATEBlock | ViTBlock)]
+    return [m for m in model.modules() if isinstance(m, CRATEBlock | TransformerBlock)]
 
 
 def layerwise_compression_sparsity(
@@ -104,9 +102,7 @@ def layerwise_compression_sparsity(
     device, dtype = model.parameters()[0].device, model.parameters()[0].dtype
     rc = [np.zeros(len(U)) for U in bases]
     nonzero, entries, count = np.zeros(len(blocks)), np.zeros(len(blocks)), 0
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating():
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
             if not isinstance(chunk, Tensor):
@@ -117,7 +113,7 @@ def layerwise_compression_sparsity(
             def keep(m: Module, i: tuple, out: Tensor) -> None:
                 mlp_out.append(out.numpy())
 
-            handles = [b[1].fn.register_forward_hook(keep) for b in blocks if isinstance(b, ViTBlock)]
+            handles = [b[1].fn.register_forward_hook(keep) for b in blocks if isinstance(b, TransformerBlock)]
             try:
                 with no_grad(), record(model) as rec:
                     model(chunk)
@@ -126,19 +122,17 @@ def layerwise_compression_sparsity(
                     h.remove()
             vit_outputs = iter(mlp_out)
             for i, block in enumerate(blocks):
-                vit = isinstance(block, ViTBlock)
+                vit = isinstance(block, TransformerBlock)
                 Z = rec["attn_in" if vit else "mssa_in"][i]
                 out = next(vit_outputs) if vit else rec["ista_out"][i]
                 rc[i] += compression_per_head(Z, bases[i], eps2).sum(axis=0)
                 nonzero[i] += np.count_nonzero(out)
                 entries[i] += out.size
             count += len(chunk)
-    finally:
-        model.train(was_training)
     return [
         {
             "layer": i,
-            "block": "vit" if isinstance(block, ViTBlock) else "crate",
+            "block": "vit" if isinstance(block, TransformerBlock) else "crate",
             "compression": float(rc[i].sum() / count),
             "compression_per_head": (rc[i] / count).tolist(),
             "sparsity": float(nonzero[i] / entries[i]),

@@ -87,7 +87,7 @@ class Tensor:
     Python floats and lists become float32 (``backend.DEFAULT_DTYPE``).
     """
 
-    __slots__ = ("__weakref__", "_backward", "_parents", "data", "grad", "name", "requires_grad")
+    __slots__ = ("__weakref__", "_backward", "_parents", "data", "grad", "requires_grad")
     __array_priority__ = 1000  # so ndarray + Tensor defers to Tensor.__radd__
 
     def __init__(
@@ -102,7 +102,6 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._parents: tuple[Tensor, ...] = ()
         self._backward: Callable[[Any], Sequence[Any]] | None = None
-        self.name: str | None = None
 
     # ---- array facts -------------------------------------------------------
     @property
@@ -388,7 +387,6 @@ def make(
     out = Tensor.__new__(Tensor)
     out.data = data
     out.grad = None
-    out.name = None
     if _grad_enabled and any(p.requires_grad for p in parents):
         out.requires_grad = True
         out._parents = parents

@@ -1,29 +1,53 @@
-"""CRATE, the white-box transformer, and its black-box twin (a ViT of the same shape)."""
+"""CRATE, the white-box transformer, and its black-box twins, for images and for language.
 
-from whitebox.crate.block import CRATEBlock, CRATETransformer, PreNorm
-from whitebox.crate.classifier import CRATE, PRESETS, PatchClassifier, Patchify, create
-from whitebox.crate.inspect import intermediates, record
+Read bottom-up: ``ista``, ``attention`` and ``mssa`` (the layers); ``block`` (PreNorm, the
+two-half block, the stack); ``crate_block`` and ``transformer_block`` (CRATE's layer and the
+standard one); ``classifier`` and ``token_model`` (the image and language skeletons);
+``vision`` and ``language`` (the six models); ``presets`` (one table, ``create``); ``probe``
+(forward hooks that record each layer's intermediates).
+"""
+
+from whitebox.crate.attention import Attention
+from whitebox.crate.block import PreNorm, Transformer
+from whitebox.crate.classifier import PatchClassifier, Patchify
+from whitebox.crate.crate_block import CRATEBlock, CRATETransformer
 from whitebox.crate.ista import ISTA, ista
+from whitebox.crate.language import BERT, GPT, CausalCRATE, MaskedCRATE
 from whitebox.crate.mae import CRATEMAE
 from whitebox.crate.mssa import MSSA
-from whitebox.crate.vit import ViT, ViTBlock
+from whitebox.crate.presets import ARCHITECTURES, PRESETS, create
+from whitebox.crate.probe import intermediates, record
+from whitebox.crate.token_model import TokenModel, causal_mask, fill_mask
+from whitebox.crate.transformer_block import FeedForward, TransformerBlock
+from whitebox.crate.vision import CRATE, ViT
 from whitebox.crate.vit_mae import ViTMAE
 
 __all__ = [
+    "ARCHITECTURES",
+    "BERT",
     "CRATE",
     "CRATEMAE",
+    "GPT",
     "ISTA",
     "MSSA",
     "PRESETS",
+    "Attention",
     "CRATEBlock",
     "CRATETransformer",
+    "CausalCRATE",
+    "FeedForward",
+    "MaskedCRATE",
     "PatchClassifier",
     "Patchify",
     "PreNorm",
+    "TokenModel",
+    "Transformer",
+    "TransformerBlock",
     "ViT",
-    "ViTBlock",
     "ViTMAE",
+    "causal_mask",
     "create",
+    "fill_mask",
     "intermediates",
     "ista",
     "record",

@@ -1,14 +1,21 @@
-"""One CRATE layer: compression (MSSA) then sparsification (ISTA), each after a LayerNorm.
+"""What every layer stack here is made of: PreNorm, the two-half pre-norm block, the stack.
 
-CRATE.md sec. 4: x = x + MSSA(LN1(x)); x = ISTA(LN2(x)), residual only around MSSA.
+A block is two halves, each after its own LayerNorm, an attention half with a residual and a
+second half with or without one:
+
+    x = x + attn(LN1(x), mask)
+    x = x + second(LN2(x))        (residual_second = True: the standard transformer block)
+    x = second(LN2(x))            (residual_second = False: CRATE's block, second = ISTA)
+
+``Transformer`` is ``depth`` such blocks applied in order, the official ``Transformer``
+(keys ``layers.{i}.0.*`` for the attention half, ``layers.{i}.1.*`` for the second half).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
-from whitebox.crate.ista import ISTA
-from whitebox.crate.mssa import MSSA
 from whitebox.nn import LayerNorm, Module, ModuleList
 from whitebox.tensor import Tensor
 
@@ -25,59 +32,34 @@ class PreNorm(Module):
         return self.fn(self.norm(x), **kwargs)
 
 
-class CRATEBlock(ModuleList):
-    """One CRATE layer (CRATE.md sec. 4; tutorials 03 eq. (8) and 04 eq. (3)):
+class PreNormBlock(ModuleList):
+    """One layer: item 0 = PreNorm(attn), item 1 = PreNorm(second), as a ModuleList like the
+    official code, so its keys are ``0.norm.*``, ``0.fn.*``, ``1.norm.*``, ``1.fn.*``.
+    ``mask`` (boolean, True = may attend) goes to the attention. Subclasses set
+    ``residual_second`` (see the module docstring)."""
 
-        Z^{l+1/2} = Z^l + MSSA(LN(Z^l))          compression, approximates whitebox.rate.compression_step_mssa
-        Z^{l+1}   = ISTA(LN(Z^{l+1/2}))           sparsification, whitebox.rate.ista_step (no residual)
+    residual_second: ClassVar[bool]
 
-    A ModuleList as in the official code: item 0 = PreNorm(MSSA), item 1 = PreNorm(ISTA),
-    so its keys are ``0.norm.*``, ``0.fn.qkv.weight``, ``0.fn.to_out.0.*``, ``1.norm.*``,
-    ``1.fn.weight``. ``mask`` (boolean, True = may attend) goes to the MSSA.
-    """
-
-    def __init__(  # noqa: PLR0917 (the official signature)
-        self,
-        dim: int,
-        heads: int,
-        dim_head: int | None = None,
-        dropout: float = 0.0,
-        eta: float = 0.1,
-        lam: float = 0.1,
-    ) -> None:
-        super().__init__(
-            [PreNorm(dim, MSSA(dim, heads, dim_head, dropout)), PreNorm(dim, ISTA(dim, eta, lam))]
-        )
+    def __init__(self, dim: int, attn: Module, second: Module) -> None:
+        super().__init__([PreNorm(dim, attn), PreNorm(dim, second)])
 
     @property
-    def attn(self) -> MSSA:
+    def attn(self) -> Module:
+        """The attention half's layer (``self[0].fn``)."""
         return self[0].fn
-
-    @property
-    def ista(self) -> ISTA:
-        return self[1].fn
 
     def forward(self, x: Tensor, mask: Any = None) -> Tensor:
         x = x + self[0](x, mask=mask)
-        return self[1](x)
+        return x + self[1](x) if self.residual_second else self[1](x)
 
 
-class CRATETransformer(Module):
-    """A stack of ``depth`` CRATE layers in ``layers`` (ModuleList of CRATEBlock), the official
-    ``Transformer``: keys ``layers.{i}.0.*`` (MSSA) and ``layers.{i}.1.*`` (ISTA). No final norm."""
+class Transformer(Module):
+    """Blocks applied in order, in ``layers`` (a ModuleList, keys ``layers.{i}.*``); no final norm.
+    Each block maps (B, N, dim) and a mask to (B, N, dim)."""
 
-    def __init__(  # noqa: PLR0917 (the official signature)
-        self,
-        dim: int,
-        depth: int,
-        heads: int,
-        dim_head: int | None = None,
-        dropout: float = 0.0,
-        eta: float = 0.1,
-        lam: float = 0.1,
-    ) -> None:
+    def __init__(self, blocks: Iterable[Module]) -> None:
         super().__init__()
-        self.layers = ModuleList(CRATEBlock(dim, heads, dim_head, dropout, eta, lam) for _ in range(depth))
+        self.layers = ModuleList(blocks)
 
     def forward(self, x: Tensor, mask: Any = None) -> Tensor:
         for block in self.layers:

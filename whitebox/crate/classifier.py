@@ -1,8 +1,9 @@
-"""The CRATE image classifier (official ``CRATE`` in Ma-Lab-Berkeley/CRATE) and the model presets.
+"""The image classifier's skeleton, shared by CRATE and ViT (official ``CRATE`` in Ma-Lab-Berkeley/CRATE).
 
 images (B, C, H, W) -> patches (B, n, p1 p2 C) -> LayerNorm -> Linear -> LayerNorm (B, n, dim)
--> [cls; tokens] + pos_embedding -> depth x CRATE layer -> LayerNorm -> Linear on the cls token.
-Parameter names and layouts are those of the official checkpoints (CRATE.md sec. 4).
+-> [cls; tokens] + pos_embedding -> a stack of layers -> LayerNorm -> Linear on the cls token.
+Parameter names and layouts are those of the official checkpoints (docs/math.md §4.5); the
+stack is a parameter (``whitebox.crate.vision`` builds CRATE's and ViT's).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from whitebox import backend, ops
-from whitebox.crate.block import CRATETransformer
 from whitebox.nn import Dropout, LayerNorm, Linear, Module, Parameter, Sequential, init
 from whitebox.tensor import Tensor
 
@@ -95,68 +95,3 @@ class PatchClassifier(Module):
     def forward(self, img: Any) -> Tensor:
         """Logits (B, num_classes) for images (B, C, H, W)."""
         return self.mlp_head(self.forward_features(img)[:, 0])
-
-
-class CRATE(PatchClassifier):
-    """The CRATE classifier (CRATE.md sec. 4): ``transformer.layers.{i}`` are CRATE layers,
-    each x = x + MSSA(LN(x)); x = ISTA(LN(x)). ``dim_head`` defaults to dim // heads
-    (the official presets); ``eta``, ``lam`` are the ISTA step size and sparsity weight."""
-
-    def __init__(  # noqa: PLR0917 (the official signature)
-        self,
-        image_size: int | tuple[int, int],
-        patch_size: int | tuple[int, int],
-        num_classes: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        dim_head: int | None = None,
-        channels: int = 3,
-        dropout: float = 0.0,
-        emb_dropout: float = 0.0,
-        eta: float = 0.1,
-        lam: float = 0.1,
-    ) -> None:
-        transformer = CRATETransformer(dim, depth, heads, dim_head, dropout, eta, lam)
-        super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout)
-
-
-def _cfg(arch: str, **kw: Any) -> dict[str, Any]:
-    return {"arch": arch, **kw}
-
-
-_IMAGENET = {"image_size": 224, "patch_size": 16, "num_classes": 1000, "channels": 3}
-_MNIST = {"image_size": 28, "num_classes": 10, "channels": 1}
-_CIFAR = {"image_size": 32, "num_classes": 10, "channels": 3}
-_TINY = {"dim": 96, "depth": 4, "heads": 4}
-_SMALL = {"dim": 192, "depth": 6, "heads": 6}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The official ImageNet models (CRATE.md sec. 4): 6.1M, 13.1M, 22.8M, 77.6M parameters.
-    "crate_tiny": _cfg("crate", **_IMAGENET, dim=384, depth=12, heads=6),
-    "crate_small": _cfg("crate", **_IMAGENET, dim=576, depth=12, heads=12),
-    "crate_base": _cfg("crate", **_IMAGENET, dim=768, depth=12, heads=12),
-    "crate_large": _cfg("crate", **_IMAGENET, dim=1024, depth=24, heads=16),
-    # Small images: 28x28x1 (MNIST-like) and 32x32x3 (CIFAR-like), 10 classes.
-    "crate_mnist_tiny": _cfg("crate", **_MNIST, patch_size=7, **_TINY),
-    "crate_mnist_small": _cfg("crate", **_MNIST, patch_size=4, **_SMALL),
-    "crate_cifar_tiny": _cfg("crate", **_CIFAR, patch_size=8, **_TINY),
-    "crate_cifar_small": _cfg("crate", **_CIFAR, patch_size=4, **_SMALL),
-    # Their black-box twins: same patching, width, depth and heads; GELU MLP of width 4 dim.
-    "vit_mnist_tiny": _cfg("vit", **_MNIST, patch_size=7, **_TINY),
-    "vit_mnist_small": _cfg("vit", **_MNIST, patch_size=4, **_SMALL),
-    "vit_cifar_tiny": _cfg("vit", **_CIFAR, patch_size=8, **_TINY),
-    "vit_cifar_small": _cfg("vit", **_CIFAR, patch_size=4, **_SMALL),
-}
-
-
-def create(name: str, **overrides: Any) -> PatchClassifier:
-    """A new model from preset ``name`` (a key of PRESETS), any argument overridden by keyword,
-    e.g. ``create("crate_cifar_small", num_classes=100)``."""
-    from whitebox.crate.vit import ViT  # vit.py imports this module
-
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    cfg = {**PRESETS[name], **overrides}
-    cls = {"crate": CRATE, "vit": ViT}[cfg.pop("arch")]
-    return cls(**cfg)

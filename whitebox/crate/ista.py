@@ -1,6 +1,6 @@
 """The ISTA block: CRATE's sparsification step.
 
-CRATE.md sec. 3 and tutorial 04, eqs. (2)-(3). One proximal-gradient step on the
+docs/math.md §3.5 and tutorial 04, eqs. (2)-(3). One proximal-gradient step on the
 non-negative LASSO min_{Z >= 0} lam ||Z||_1 + 1/2 ||Z^{l+1/2} - D Z||_F^2, warm
 started at Z = Z^{l+1/2}:
 
@@ -63,7 +63,7 @@ def ista(x: Tensor, D: Tensor, eta: float, lam: float) -> Tensor:
 class ISTA(Module):
     """One ISTA step with a learned dictionary D, the official CRATE ``FeedForward``.
 
-    Row form, x of shape (..., N, dim) (tutorial 04, eq. (3); CRATE.md sec. 3):
+    Row form, x of shape (..., N, dim) (tutorial 04, eq. (3); docs/math.md eq. (4.2)):
 
         ISTA(x) = ReLU(x + eta (x D - x D^T D) - eta lam) = ReLU(x + eta (x - x D^T) D - eta lam),
 

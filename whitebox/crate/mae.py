@@ -23,7 +23,8 @@ from typing import Any
 from whitebox import backend, ops
 from whitebox import functional as F
 from whitebox.crate.autoencoder import MaskedAutoencoder
-from whitebox.crate.block import CRATEBlock, PreNorm
+from whitebox.crate.block import PreNorm
+from whitebox.crate.crate_block import CRATEBlock
 from whitebox.crate.mssa import MSSA
 from whitebox.nn import LayerNorm, Linear, Module, ModuleList, Parameter, init
 from whitebox.tensor import Tensor

@@ -8,7 +8,8 @@ CRATE-MAE, the encoder sees only the visible patches and the mask tokens join in
     u    = decoder_embed(z);   put each visible token back in its place, mask_token elsewhere
     pred = decoder_pred(decoder_norm(ViT blocks(u + decoder_pos_embed)))[:, 1:]
 
-Each ViT block is x = x + Attention(LN x); x = x + MLP(LN x) (``whitebox.crate.vit.ViTBlock``).
+Each ViT block is x = x + Attention(LN x); x = x + MLP(LN x)
+(``whitebox.crate.transformer_block.TransformerBlock``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from whitebox import ops
 from whitebox.crate.autoencoder import MaskedAutoencoder
 from whitebox.crate.mae import CRATEMAE
-from whitebox.crate.vit import ViTBlock
+from whitebox.crate.transformer_block import TransformerBlock
 from whitebox.nn import LayerNorm, Linear, ModuleList
 from whitebox.tensor import Tensor
 
@@ -54,11 +55,13 @@ class ViTMAE(MaskedAutoencoder):
         self.depth, self.heads = depth, heads
         self.decoder_depth = max(1, 2 * depth // 3) if decoder_depth is None else decoder_depth
         self.decoder_heads = heads if decoder_heads is None else decoder_heads
-        self.blocks = ModuleList(ViTBlock(dim, heads, dim_head, int(mlp_ratio * dim)) for _ in range(depth))
+        self.blocks = ModuleList(
+            TransformerBlock(dim, heads, dim_head, int(mlp_ratio * dim)) for _ in range(depth)
+        )
         self.norm = LayerNorm(dim, eps=1e-6)
         self.decoder_embed = Linear(dim, decoder_dim)
         self.decoder_blocks = ModuleList(
-            ViTBlock(decoder_dim, self.decoder_heads, None, int(mlp_ratio * decoder_dim))
+            TransformerBlock(decoder_dim, self.decoder_heads, None, int(mlp_ratio * decoder_dim))
             for _ in range(self.decoder_depth)
         )
         self.decoder_norm = LayerNorm(decoder_dim, eps=1e-6)

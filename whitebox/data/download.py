@@ -3,7 +3,8 @@
 Files live under the cache directory (``$WHITEBOX_DATA``, else
 ``~/.cache/whitebox``), one folder per dataset. ``fetch`` downloads a URL with a
 progress bar into a temporary file next to the destination, checks its
-checksum, and only then renames it into place, so an interrupted or corrupted
+checksum (or, for a file published without one, its size and first line), and only
+then renames it into place, so an interrupted or corrupted
 download never looks like a good file. ``obtain`` is what the dataset loaders
 call: it verifies a cached file on every load, and downloads only when asked.
 """
@@ -14,8 +15,10 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -80,34 +83,67 @@ def verify_file(
         )
 
 
+def _urlopen(url: str) -> Any:
+    return urllib.request.urlopen(url, timeout=60)
+
+
+def _problems(
+    path: Path, sha256: str | None, md5: str | None, size: int | None, first_line: str | None
+) -> list[str]:
+    """What is wrong with the file at ``path`` against the checks given (empty: it passes)."""
+    problems = []
+    for algorithm, expected in (("sha256", sha256), ("md5", md5)):
+        if expected is not None and (actual := file_digest(path, algorithm)) != expected.lower():
+            problems.append(f"{algorithm} mismatch: expected {expected.lower()}, got {actual}")
+    if size is not None and (actual_size := path.stat().st_size) != size:
+        problems.append(f"size {actual_size} bytes != expected {size}")
+    if first_line is not None:
+        with open(path, "rb") as f:
+            got = f.readline().rstrip(b"\n").decode("utf-8", errors="replace")
+        if got != first_line:
+            problems.append(f"first line {got!r} != expected {first_line!r}")
+    return problems
+
+
 def fetch(
     url: str,
     dest: str | os.PathLike[str],
     sha256: str | None = None,
     *,
     md5: str | None = None,
+    size: int | None = None,
+    first_line: str | None = None,
+    opener: Callable[[str], Any] | None = None,
 ) -> Path:
-    """Download ``url`` to ``dest`` unless a file with the right checksum is already there.
+    """Download ``url`` to ``dest`` unless a file that passes the checks is already there.
 
-    The bytes go to a temporary file in ``dest``'s folder, are verified, then
-    renamed over ``dest`` (atomic on one filesystem). A checksum mismatch
-    raises ``ChecksumError`` and leaves nothing behind.
+    The checks are what is given of ``sha256`` / ``md5`` (hex digests), ``size`` (bytes) and
+    ``first_line`` (the text before the first newline; for files whose publisher gives no
+    digest); at least one is required. The bytes go to a temporary file in ``dest``'s folder,
+    are verified, then renamed over ``dest`` (atomic on one filesystem). A failed check raises
+    ``ChecksumError`` naming every mismatch and leaves nothing behind. ``opener(url)`` returns
+    a readable response (a context manager); ``urllib.request.urlopen`` by default.
     """
-    algorithm, expected = _expected(sha256, md5)
+    if sha256 is None and md5 is None and size is None and first_line is None:
+        raise ValueError("fetch: give at least one of sha256=, md5=, size=, first_line=")
     dest = Path(dest)
-    if dest.is_file() and file_digest(dest, algorithm) == expected:
+    if dest.is_file() and not _problems(dest, sha256, md5, size, first_line):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
+        with os.fdopen(fd, "wb") as out, (opener or _urlopen)(url) as response:
+            headers = getattr(response, "headers", None) or {}
+            total = int(headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
-        verify_file(tmp, algorithm, expected, f"downloaded from {url}, which served other bytes", str(dest))
+        problems = _problems(tmp, sha256, md5, size, first_line)
+        if problems:
+            served = f"{dest}: downloaded from {url}, which served other bytes: "
+            raise ChecksumError(served + "; ".join(problems))
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -7,8 +7,8 @@ Corpora (``load_corpus(name)``):
   the topic texts joined in sorted key order; about 465k characters. It is the
   same for a given Python version (the text changes a little between versions).
 * ``"tinyshakespeare"``: Karpathy's char-rnn corpus (1,115,394 bytes), downloaded
-  once into the data cache (``$WHITEBOX_DATA`` or ``~/.cache/whitebox``) and
-  checked by size and first line before it is used.
+  once into the data cache (``whitebox.data.download``: ``$WHITEBOX_DATA`` or
+  ``~/.cache/whitebox``) and checked by size and first line before it is used.
 
 A language model sees windows of ``block_size`` consecutive ids: the input
 x = ids[s : s + T] and the target y = ids[s + 1 : s + T + 1] (each position
@@ -17,14 +17,12 @@ predicts the next token), for random starts s.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from whitebox.data.download import cache_dir, fetch
 
 TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -38,11 +36,6 @@ CORPORA = ("pydoc", "tinyshakespeare")
 S = TypeVar("S", str, np.ndarray)
 
 
-def data_dir() -> Path:
-    """The data cache: ``$WHITEBOX_DATA`` if set, else ``~/.cache/whitebox``."""
-    return Path(os.environ.get("WHITEBOX_DATA") or Path.home() / ".cache" / "whitebox")
-
-
 def pydoc_text() -> str:
     """Python's own help topics (``pydoc_data.topics.topics``), joined in sorted key order."""
     from pydoc_data.topics import topics
@@ -50,51 +43,12 @@ def pydoc_text() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
-def download(
-    url: str,
-    dest: Path,
-    *,
-    sha256: str | None = None,
-    size: int | None = None,
-    first_line: str | None = None,
-    opener: Callable[[str], Any] = urllib.request.urlopen,
-) -> Path:
-    """Fetch ``url`` to ``dest`` unless it is already there, verifying what is given.
-
-    The bytes must match ``sha256`` (hex digest), ``size`` (bytes) and
-    ``first_line`` (the text before the first newline); a mismatch raises
-    ``ValueError`` and leaves nothing at ``dest``. The file is written to a
-    temporary name first, so an interrupted download is never mistaken for a
-    complete one. ``opener(url)`` returns a readable response (a context manager),
-    ``urllib.request.urlopen`` by default.
-    """
-    if dest.exists():
-        return dest
-    with opener(url) as response:
-        payload = response.read()
-    problems = []
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
-        problems.append(f"sha256 {hashlib.sha256(payload).hexdigest()} != expected {sha256}")
-    if size is not None and len(payload) != size:
-        problems.append(f"size {len(payload)} bytes != expected {size}")
-    if first_line is not None:
-        got = payload.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-        if got != first_line:
-            problems.append(f"first line {got!r} != expected {first_line!r}")
-    if problems:
-        raise ValueError(f"download of {url} failed verification: " + "; ".join(problems))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.write_bytes(payload)
-    tmp.replace(dest)
-    return dest
-
-
-def tinyshakespeare_text(opener: Callable[[str], Any] = urllib.request.urlopen) -> str:
-    """The tiny Shakespeare corpus, downloaded into ``data_dir()`` on first use."""
-    path = download(
+def tinyshakespeare_text(opener: Callable[[str], Any] | None = None) -> str:
+    """The tiny Shakespeare corpus, downloaded into ``cache_dir()`` on first use (``fetch``;
+    ``opener`` replaces ``urllib.request.urlopen``, for tests)."""
+    path = fetch(
         TINYSHAKESPEARE_URL,
-        data_dir() / "tinyshakespeare.txt",
+        cache_dir() / "tinyshakespeare.txt",
         size=TINYSHAKESPEARE_SIZE,
         first_line=TINYSHAKESPEARE_FIRST_LINE,
         opener=opener,

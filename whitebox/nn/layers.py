@@ -70,12 +70,14 @@ class LayerNorm(Module):
 
 
 class Embedding(Module):
-    """A lookup table: row i of ``weight`` (num_embeddings x dim, N(0, 1) init) for id i."""
+    """A lookup table: row i of ``weight`` (num_embeddings x dim, N(0, std^2) init) for id i."""
 
-    def __init__(self, num_embeddings: int, dim: int, dtype: Any = None, device: str | None = None) -> None:
+    def __init__(
+        self, num_embeddings: int, dim: int, dtype: Any = None, device: str | None = None, std: float = 1.0
+    ) -> None:
         super().__init__()
         self.num_embeddings, self.dim = num_embeddings, dim
-        self.weight = _param(init.normal((num_embeddings, dim)), dtype, device)
+        self.weight = _param(init.normal((num_embeddings, dim), std), dtype, device)
 
     def forward(self, ids: Any) -> Tensor:
         return F.embedding(ids, self.weight)

@@ -7,6 +7,7 @@ name; ``named_parameters`` walks the tree and gives dotted names
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -163,6 +164,18 @@ class Module:
 
     def eval(self) -> Module:
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[Module]:
+        """Eval mode inside a ``with`` block; on exit, even by an exception, every submodule
+        gets back the mode it had before (``with model.evaluating(): logits = model(x)``)."""
+        before = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for m, mode in before:
+                object.__setattr__(m, "training", mode)
 
     def to(self, device: str | None = None, dtype: Any = None) -> Module:
         """Move every parameter and buffer to ``device`` and/or cast to a floating ``dtype``, in place."""

@@ -1,24 +1,45 @@
-"""Training: a task-agnostic loop (``loop``) and the tasks built on it (``image``; ``text``).
+"""Training: a task-agnostic loop (``loop``), run configs (``config``), the task interface and the
+one ``train`` (``task``), and the tasks: image classification (``classify``) and language
+modelling, causal and masked (``language``).
 
-Only the loop is imported here, so ``from whitebox.train import fit`` pulls in no task.
+Only the loop, the configs and the interface are imported here; a task module is imported when a
+run of it is made or opened (``task.TASKS``).
 """
 
-from whitebox.train.loop import (
-    epoch_seed,
-    fit,
-    load_checkpoint,
-    load_config,
-    read_metrics,
-    save_checkpoint,
-    save_config,
+from whitebox.train.config import (
+    ConfigError,
+    ImageConfig,
+    LMConfig,
+    MLMConfig,
+    TrainConfig,
+    build_optimizer,
+    from_dict,
+    read_config,
+    to_dict,
+    validate,
+    write_config,
 )
+from whitebox.train.loop import epoch_seed, fit, load_checkpoint, read_metrics, save_checkpoint
+from whitebox.train.task import Task, open_run, train
 
 __all__ = [
+    "ConfigError",
+    "ImageConfig",
+    "LMConfig",
+    "MLMConfig",
+    "Task",
+    "TrainConfig",
+    "build_optimizer",
     "epoch_seed",
     "fit",
+    "from_dict",
     "load_checkpoint",
-    "load_config",
+    "open_run",
+    "read_config",
     "read_metrics",
     "save_checkpoint",
-    "save_config",
+    "to_dict",
+    "train",
+    "validate",
+    "write_config",
 ]

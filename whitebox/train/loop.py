@@ -87,11 +87,6 @@ def save_config(run_dir: Path, config: dict[str, Any]) -> None:
     (run_dir / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def load_config(run_dir: Path) -> dict[str, Any]:
-    """Read ``run_dir/config.json``."""
-    return json.loads((Path(run_dir) / CONFIG).read_text())
-
-
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl``, one per completed epoch."""
     path = Path(run_dir) / METRICS
@@ -247,10 +242,8 @@ def fit(
         record["seconds"] = seconds
         record["samples_per_s"] = train["samples"] / seconds
         if evaluate is not None:
-            model.eval()
-            with no_grad():
+            with no_grad(), model.evaluating():
                 record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
-            model.train()
         save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
         with (run_dir / METRICS).open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -1,18 +1,18 @@
-"""Look inside CRATE and ViT layer by layer, with forward hooks (the forward pass is unchanged).
+"""Look inside CRATE and its twins layer by layer, with forward hooks (the forward pass is unchanged).
 
 ``record(model)`` is a context manager: every forward inside it appends, for each
-layer l (CRATEBlock or ViTBlock, in the order ``model.modules()`` lists them), host
+layer l (CRATEBlock or TransformerBlock, in the order ``model.modules()`` lists them), host
 NumPy copies of the layer's intermediate tokens to a dict of lists, one list per key,
 indexed by layer. Shapes are (B, N, dim) for tokens, (B, heads, N, N) for attention.
 
-CRATE layer l (CRATE.md sec. 3-4; Z^l the tokens entering the layer):
+CRATE layer l (docs/math.md §4.3 and §5; Z^l the tokens entering the layer):
     "mssa_in"    LN1(Z^l), the tokens MSSA compresses (measure R^c here)
     "mssa_out"   Z^{l+1/2} = Z^l + MSSA(LN1(Z^l)), after the residual
     "ista_in"    LN2(Z^{l+1/2}), the tokens ISTA sparsifies
     "ista_out"   Z^{l+1} = ISTA(LN2(Z^{l+1/2})), the layer's output (measure sparsity here)
     "attention"  the MSSA's per-head attention probabilities softmax(w w^T / sqrt(p))
 
-ViT layer l:
+Standard (ViT, GPT, BERT) layer l:
     "attn_in"    LN1(Z^l), the tokens entering attention
     "attn_out"   Z^l + Attention(LN1(Z^l))
     "mlp_in"     LN2 of that
@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 
 from whitebox import backend
-from whitebox.crate.block import CRATEBlock
-from whitebox.crate.vit import ViTBlock
+from whitebox.crate.crate_block import CRATEBlock
+from whitebox.crate.transformer_block import TransformerBlock
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 
 CRATE_KEYS = ("mssa_in", "mssa_out", "ista_in", "ista_out", "attention")
-VIT_KEYS = ("attn_in", "attn_out", "mlp_in", "mlp_hidden", "mlp_out", "attention")
+TRANSFORMER_KEYS = ("attn_in", "attn_out", "mlp_in", "mlp_hidden", "mlp_out", "attention")
 
 
 def _host(x: Any) -> np.ndarray:
@@ -99,19 +99,19 @@ def _recorder(into: list[np.ndarray], pick: Picker) -> Callable[[Module, tuple, 
 
 @contextlib.contextmanager
 def record(model: Module) -> Iterator[dict[str, list[np.ndarray]]]:
-    """Record every CRATE/ViT layer's intermediates during the forwards inside the block.
+    """Record every CRATE/standard layer's intermediates during the forwards inside the block.
 
-    Yields the dict described in the module docstring (keys CRATE_KEYS or VIT_KEYS, or both
+    Yields the dict described in the module docstring (keys CRATE_KEYS or TRANSFORMER_KEYS, or both
     for a model mixing the two). Attention maps are kept only while recording; hooks and
     ``keep_attention`` flags are restored on exit.
     """
-    blocks = [m for m in model.modules() if isinstance(m, CRATEBlock | ViTBlock)]
+    blocks = [m for m in model.modules() if isinstance(m, CRATEBlock | TransformerBlock)]
     if not blocks:
-        raise ValueError(f"record: {type(model).__name__} has no CRATEBlock or ViTBlock layers")
+        raise ValueError(f"record: {type(model).__name__} has no CRATEBlock or TransformerBlock layers")
     rec: dict[str, list[np.ndarray]] = {}
     handles, flags = [], []
     for block in blocks:
-        for key in CRATE_KEYS if isinstance(block, CRATEBlock) else VIT_KEYS:
+        for key in CRATE_KEYS if isinstance(block, CRATEBlock) else TRANSFORMER_KEYS:
             rec.setdefault(key, [])
         attn = block[0].fn
         flags.append((attn, attn.keep_attention))

@@ -1,0 +1,191 @@
+"""The arguments of ``python -m whitebox``: one parser per subcommand, and the checks of numbers
+and run directories that make a bad argument a one-line error (``UsageError``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from whitebox.data import available_datasets
+from whitebox.train.loop import CONFIG
+
+TASKS = ("image", "lm", "mlm")
+MODEL_CHOICES = ("crate", "vit", "gpt", "bert")
+#: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
+#: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
+#: Warmup: one epoch, ceil(4000 / 64) = 63 steps.
+DEMO = {
+    "model": "crate",
+    "preset": "mnist_tiny",
+    "data": "mnist5k",
+    "epochs": 25,
+    "batch_size": 64,
+    "lr": 2e-3,
+}
+DEMO_RUN = Path("runs/demo")
+
+
+class UsageError(Exception):
+    """A bad argument: reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (no usage dump) and options are never
+    abbreviated (so the old ``--warmup``, in epochs, is an error, not ``--warmup-steps``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _number(text: str, kind: type, lowest: float, what: str) -> Any:
+    """``kind(text)`` if it is >= ``lowest``, else an argparse error saying ``what`` was expected."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not value >= lowest:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, 1, "a positive integer")
+
+
+def _nonnegative_int(text: str) -> int:
+    return _number(text, int, 0, "a non-negative integer")
+
+
+def _nonnegative_float(text: str) -> float:
+    return _number(text, float, 0, "a number >= 0")
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float, 0, "a number > 0")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _run_dir(text: str) -> Path:
+    path = Path(text)
+    if not (path / CONFIG).is_file():
+        what = "does not exist" if not path.exists() else f"has no {CONFIG} (not a run directory)"
+        raise argparse.ArgumentTypeError(f"run directory {text} {what}")
+    return path
+
+
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--blas-threads",
+        type=_positive_int,
+        default=1,
+        help="BLAS threads (default 1: the matrices are small, and BLAS threads competing with other "
+        "processes for the cores slow training down several times over)",
+    )
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--task", choices=TASKS, default="image", help="image classification or language (default image)"
+    )
+    p.add_argument(
+        "--model",
+        choices=MODEL_CHOICES,
+        default="crate",
+        help="crate|vit (image), crate|gpt (lm), crate|bert (mlm)",
+    )
+    p.add_argument(
+        "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"
+    )
+    p.add_argument(
+        "--data",
+        help=f"dataset: {', '.join(available_datasets())} (image; default mnist5k) or a corpus (text)",
+    )
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_nonnegative_float, help="peak learning rate of the warmup-cosine schedule")
+    p.add_argument("--min-lr", type=_nonnegative_float)
+    p.add_argument("--optimizer", choices=("adamw", "lion"))
+    p.add_argument("--weight-decay", type=_nonnegative_float)
+    p.add_argument(
+        "--warmup-steps",
+        type=_nonnegative_int,
+        help="optimizer steps of linear warmup (default: one epoch for images, 50 for text)",
+    )
+    p.add_argument("--label-smoothing", type=_nonnegative_float, help="image only")
+    p.add_argument("--seed", type=_nonnegative_int)
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--steps", type=_positive_int, help="text only: about this many steps in all (overrides --epochs)"
+    )
+    p.add_argument("--tokenizer", choices=("char", "bpe"), help="text only")
+    sizes = p.add_argument_group("model size overrides")
+    for name in ("dim", "depth", "heads", "dim-head", "patch-size"):
+        sizes.add_argument(f"--{name}", type=_positive_int)
+    sizes.add_argument("--block-size", type=_positive_int, help="text only: context length")
+    sizes.add_argument("--dropout", type=_nonnegative_float)
+    sizes.add_argument("--lam", type=_nonnegative_float, help="ISTA sparsity weight lambda")
+    sizes.add_argument("--eta", type=_nonnegative_float, help="ISTA step size eta")
+    p.add_argument("--no-augment", action="store_true", help="image only: no random crops / flips")
+    _add_threads_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> argparse.ArgumentParser:
+    """The parser of every subcommand; ``commands`` maps each name to the function it runs."""
+    parser = _Parser(prog="whitebox", description="CRATE, the white-box transformer, from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, about: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=about, description=about)
+        p.set_defaults(func=commands[name])
+        return p
+
+    _add_train_args(command("train", "train a model into a run directory"))
+    p = command("eval", "held-out accuracy (image) or loss/perplexity (text) of a run")
+    p.add_argument("run", type=_run_dir)
+    p = command("measure", "per-layer compression R^c and sparsity of a run")
+    p.add_argument("run", type=_run_dir)
+    p.add_argument(
+        "--n", type=_positive_int, default=500, help="held-out inputs to average over (default 500)"
+    )
+    p.add_argument(
+        "--out", type=Path, help="where measure.json / measure.png go (default: the run directory)"
+    )
+    p = command("attention", "cls-token attention maps of the last layers, per head")
+    p.add_argument("run", type=_run_dir)
+    p.add_argument("--n", type=_positive_int, default=6, help="test images (default 6)")
+    p.add_argument("--layers", type=_positive_int, default=2, help="how many last layers (default 2)")
+    p.add_argument("--out", type=Path, help="folder for attention_layer*.png (default: the run directory)")
+    p = command("figures", "regenerate figures/ from runs/demo, runs/fashion_crate, runs/fashion_vit")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding the runs (default runs)")
+    p.add_argument("--figures", type=Path, default=Path("figures"), help="output folder (default figures)")
+    p = command("demo", "train CRATE on mnist5k (CPU, a few minutes) and show what it learned")
+    p.add_argument(
+        "--out", type=Path, default=DEMO_RUN, help=f"run directory (default {DEMO_RUN}; overwritten)"
+    )
+    p.add_argument(
+        "--figures", type=Path, default=Path("figures"), help="where demo_*.png go (default figures)"
+    )
+    p.add_argument("--epochs", type=_positive_int, help=f"default {DEMO['epochs']}")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    _add_threads_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = command("sample", "generate text from a language-model run")
+    p.add_argument("run", type=_run_dir)
+    p.add_argument("--prompt", default="", help="text to continue (mlm: text with [MASK]s to fill)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--temperature", type=_positive_float, default=0.8)
+    p.add_argument("--top-k", type=_positive_int)
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p = command("download", "fetch a dataset into the cache")
+    p.add_argument("name", help=", ".join(available_datasets()))
+    return parser

@@ -1,0 +1,85 @@
+"""Reports on trained runs: per-layer measurements, attention maps and the figures of the README.
+
+Used by the command line (``measure``, ``attention``, ``figures``, ``demo``) and by the
+benchmarks alike. A run is opened with ``whitebox.train.task.open_run`` (any registered task);
+what is measured is ``whitebox.measure.layerwise_compression_sparsity`` on the task's held-out
+inputs, what is drawn is ``whitebox.viz``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from whitebox import measure, viz
+from whitebox.crate import intermediates
+from whitebox.data import load_dataset
+from whitebox.train.classify import ARCH_NAMES, ImageClassification
+from whitebox.train.loop import CHECKPOINT, read_metrics
+from whitebox.train.task import open_run
+
+
+class RunError(ValueError):
+    """A run that cannot give what was asked (no checkpoint yet, the wrong task)."""
+
+
+def require_checkpoint(run: Path) -> None:
+    """Raise RunError unless ``run`` holds a checkpoint."""
+    if not (Path(run) / CHECKPOINT).exists():
+        raise RunError(f"{run} has no {CHECKPOINT} yet (no epoch of it has finished)")
+
+
+def measure_run(run: Path, n: int) -> tuple[list[dict[str, Any]], str]:
+    """Per-layer compression and sparsity of a run on ``n`` held-out inputs, and a title for them."""
+    require_checkpoint(run)
+    task, model = open_run(run)
+    inputs = task.heldout_inputs(n)
+    return measure.layerwise_compression_sparsity(model, inputs), task.describe(len(inputs))
+
+
+def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
+    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images."""
+    require_checkpoint(run)
+    task, model = open_run(run)
+    if not isinstance(task, ImageClassification):
+        raise RunError(f"attention maps are drawn for image runs; {run} is a {task.config.task} run")
+    config = task.config
+    images, raw, labels = task.heldout_images(n)
+    logits, rec = intermediates(model, images)
+    names = load_dataset(config.data, "test").class_names
+    grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
+    depth = len(rec["attention"])
+    paths = []
+    for layer in range(max(0, depth - layers), depth):
+        maps = viz.cls_attention_maps(rec["attention"][layer], grid)
+        tags = [f"{names[y]} -> {names[p]}" for y, p in zip(labels, logits.argmax(-1), strict=True)]
+        title = f"{ARCH_NAMES[config.model]} {Path(run).name}: cls attention, layer {layer + 1}/{depth}"
+        paths.append(viz.plot_attention(raw, maps, out / f"{prefix}_layer{layer + 1}.png", title, tags))
+    return paths
+
+
+def demo_figures(run: Path, figures: Path, measured: tuple[list[dict[str, Any]], str]) -> list[Path]:
+    """demo_training.png, demo_layerwise.png (from ``measured`` = measure_run(run, n)) and
+    demo_attention_layer*.png (the last two layers)."""
+    rows, title = measured
+    return [
+        viz.plot_training(read_metrics(run), figures / "demo_training.png", "CRATE on mnist5k"),
+        viz.plot_layerwise({"CRATE": rows}, figures / "demo_layerwise.png", title),
+        *attention_figures(run, figures, 4, 2, prefix="demo_attention"),
+    ]
+
+
+def run_figures(runs: dict[str, Path], figures: Path, n: int = 500) -> list[Path]:
+    """The figures of the demo and Fashion-MNIST runs that exist in ``runs`` (name -> directory)."""
+    made: list[Path] = []
+    if "demo" in runs:
+        made += demo_figures(runs["demo"], figures, measure_run(runs["demo"], n))
+    pair = [runs.get("fashion_crate"), runs.get("fashion_vit")]
+    if all(pair):
+        curves = {name: measure_run(run, n)[0] for name, run in zip(("CRATE", "ViT"), pair, strict=True)}
+        made.append(
+            viz.plot_layerwise(curves, figures / "fashion_layerwise.png", "Fashion-MNIST, same budget")
+        )
+        for name, run in zip(("crate", "vit"), pair, strict=True):
+            made += attention_figures(run, figures, 4, 1, prefix=f"fashion_{name}_attention")
+    return made
