@@ -2,11 +2,13 @@
 
 Subcommands (``python -m whitebox CMD --help`` for the options):
 
-    train       train a model into a run directory (--task image | lm | mlm)
-    eval        test accuracy of an image run; loss / perplexity / bits per char of a text run
+    train       train a model into a run directory (--task image | lm | mlm | mae)
+    eval        test accuracy of an image run; loss / perplexity / bits per char of a text run;
+                masked MSE of a mae run (and, with --knn / --linear-probe, probes of its features)
     measure     per layer: R^c of the tokens entering attention and sparsity of the ISTA (MLP)
                 outputs, on held-out inputs (table, JSON and plot in the run directory)
     attention   the cls token's attention over the patches, per head, in the last layers (PNG)
+    reconstruct mae runs: original, masked input and each run's reconstruction (PNG)
     figures     regenerate figures/ from the runs (see FIGURE_RUNS)
     demo        train CRATE on mnist5k on the CPU, then print and plot what it learned
     sample      generate text from a language-model run
@@ -30,10 +32,10 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-from whitebox import backend, measure, report, viz
+from whitebox import backend, invertibility, measure, report, viz
 from whitebox.cli_args import DEMO, UsageError, build_parser
 from whitebox.data import available_datasets, load_dataset
-from whitebox.train import classify, language, task
+from whitebox.train import autoencode, classify, language, task
 from whitebox.train.config import ConfigError, TrainConfig, read_config
 from whitebox.train.loop import CHECKPOINT
 
@@ -64,13 +66,16 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         settings.update({k: getattr(args, k) for k in _TEXT})
         return language.language_config(args.task, args.model, args.preset or "small", args.steps, **settings)
     if args.model not in classify.MODELS:
-        raise UsageError(f"--task image takes --model crate or vit, not {args.model}")
+        raise UsageError(f"--task {args.task} takes --model crate or vit, not {args.model}")
     if args.data is not None and args.data not in available_datasets():
         raise UsageError(f"unknown dataset {args.data!r}; choose one of {', '.join(available_datasets())}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
     overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
-    settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     data = args.data or "mnist5k"
+    if args.task == "mae":
+        settings.update(mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss)
+        return autoencode.mae_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
+    settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
 
 
@@ -109,12 +114,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"on {n} {run.config.data} test images"
         )
         return
+    if isinstance(run, autoencode.MaskedAutoencoding):
+        pools = ("cls", "mean") if args.pool == "both" else (args.pool,)
+        if args.knn or args.linear_probe:
+            scores.update(run.probes(model, pools, knn=args.knn, linear=args.linear_probe))
+    elif args.knn or args.linear_probe:
+        raise UsageError(
+            f"--knn and --linear-probe read a mae run's encoder; {args.run} is a {run.config.task} run"
+        )
     scores = {"params": model.num_parameters(), **scores}
     shown = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
     print(f"{args.run}: " + ", ".join(shown))
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
+    if read_config(args.run).task == "mae":
+        rows, title, path = report.mirrored_run(args.run, args.n, args.out or args.run)
+        print(invertibility.format_mirrored(rows, title))
+        print(f"wrote {path.with_suffix('.json')} and {path}")
+        return
     rows, title = report.measure_run(args.run, args.n)
     print(measure.format_table(rows, title))
     out = args.out or args.run
@@ -127,6 +145,11 @@ def cmd_measure(args: argparse.Namespace) -> None:
 def cmd_attention(args: argparse.Namespace) -> None:
     for path in report.attention_figures(args.run, args.out or args.run, args.n, args.layers):
         print(f"wrote {path}")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    out = args.out or args.runs[0] / "reconstructions.png"
+    print(f"wrote {report.reconstruction_figure(args.runs, out, args.n)}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -189,6 +212,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "measure": cmd_measure,
     "attention": cmd_attention,
+    "reconstruct": cmd_reconstruct,
     "figures": cmd_figures,
     "demo": cmd_demo,
     "sample": cmd_sample,

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from whitebox.data import available_datasets
 from whitebox.train.loop import CONFIG
 
-TASKS = ("image", "lm", "mlm")
+TASKS = ("image", "lm", "mlm", "mae")
 MODEL_CHOICES = ("crate", "vit", "gpt", "bert")
 #: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
 #: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
@@ -92,13 +92,16 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--task", choices=TASKS, default="image", help="image classification or language (default image)"
+        "--task",
+        choices=TASKS,
+        default="image",
+        help="image classification, language (lm, mlm) or masked autoencoding of images (mae); default image",
     )
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
         default="crate",
-        help="crate|vit (image), crate|gpt (lm), crate|bert (mlm)",
+        help="crate|vit (image, mae), crate|gpt (lm), crate|bert (mlm)",
     )
     p.add_argument(
         "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"
@@ -133,6 +136,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     sizes.add_argument("--lam", type=_nonnegative_float, help="ISTA sparsity weight lambda")
     sizes.add_argument("--eta", type=_nonnegative_float, help="ISTA step size eta")
     p.add_argument("--no-augment", action="store_true", help="image only: no random crops / flips")
+    p.add_argument(
+        "--mask-ratio", type=_positive_float, help="mae only: fraction of patches hidden (default 0.75)"
+    )
+    p.add_argument(
+        "--norm-pix-loss", action="store_true", default=None, help="mae only: standardize each target patch"
+    )
     _add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
@@ -150,8 +159,16 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
         return p
 
     _add_train_args(command("train", "train a model into a run directory"))
-    p = command("eval", "held-out accuracy (image) or loss/perplexity (text) of a run")
+    p = command("eval", "held-out accuracy (image), loss/perplexity (text) or masked MSE (mae) of a run")
     p.add_argument("run", type=_run_dir)
+    p.add_argument("--knn", action="store_true", help="mae only: k-NN accuracy of frozen encoder features")
+    p.add_argument("--linear-probe", action="store_true", help="mae only: linear-probe accuracy, likewise")
+    p.add_argument(
+        "--pool",
+        choices=("cls", "mean", "both"),
+        default="both",
+        help="mae probes: which feature (default both)",
+    )
     p = command("measure", "per-layer compression R^c and sparsity of a run")
     p.add_argument("run", type=_run_dir)
     p.add_argument(
@@ -165,6 +182,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("--n", type=_positive_int, default=6, help="test images (default 6)")
     p.add_argument("--layers", type=_positive_int, default=2, help="how many last layers (default 2)")
     p.add_argument("--out", type=Path, help="folder for attention_layer*.png (default: the run directory)")
+    p = command("reconstruct", "masked-autoencoder runs: original, masked input, reconstructions (PNG)")
+    p.add_argument("runs", type=_run_dir, nargs="+", help="one run, or several side by side (same data)")
+    p.add_argument("--n", type=_positive_int, default=8, help="test images (default 8)")
+    p.add_argument("--out", type=Path, help="PNG path (default: RUN/reconstructions.png of the first run)")
     p = command("figures", "regenerate figures/ from runs/demo, runs/fashion_crate, runs/fashion_vit")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding the runs (default runs)")
     p.add_argument("--figures", type=Path, default=Path("figures"), help="output folder (default figures)")

@@ -96,16 +96,13 @@ def mirrored_layers(
             f"mirrored_layers: the decoder must have as many layers as the encoder ({D}), "
             f"got decoder_depth={len(model.decoder_blocks)}"
         )
-    param = model.parameters()[0]
     rec, handles = _recorders(model)
     was_training = model.training
     model.eval()
     try:
         with no_grad():
             for start in range(0, len(images), batch_size):
-                chunk = Tensor(
-                    np.asarray(images[start : start + batch_size]), dtype=param.dtype, device=param.device
-                )
+                chunk = images[start : start + batch_size]  # an array or a Tensor: the model converts it
                 model.decode(model.encode(chunk))
     finally:
         model.train(was_training)

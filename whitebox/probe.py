@@ -55,18 +55,15 @@ def _check(train_x: Any, train_y: Any, test_x: Any, test_y: Any, name: str) -> t
 
 
 def extract_features(model: Module, images: Any, pool: str = "cls", batch_size: int = 256) -> np.ndarray:
-    """``model.features(images, pool)`` for all ``images``, in eval mode without gradients, in
+    """``model.features(images, pool)`` for all ``images`` (an array or a Tensor), in eval mode without gradients, in
     chunks of ``batch_size``: a float64 host array (n, dim)."""
-    param = model.parameters()[0]
     was_training = model.training
     model.eval()
     out = []
     try:
         with no_grad():
             for start in range(0, len(images), batch_size):
-                chunk = Tensor(
-                    np.asarray(images[start : start + batch_size]), dtype=param.dtype, device=param.device
-                )
+                chunk = images[start : start + batch_size]  # an array or a Tensor: the model converts it
                 out.append(model.features(chunk, pool=pool).numpy().astype(np.float64))
     finally:
         model.train(was_training)

@@ -7,6 +7,7 @@ with ``@register("task name")``:
     ImageConfig   ("image")  image classification (CRATE or ViT on a named dataset)
     LMConfig      ("lm")     language modelling (next-token prediction)
     MLMConfig     ("mlm")    masked language modelling (adds ``mask_prob``)
+    MAEConfig     ("mae")    masked autoencoding of images (CRATE-MAE or its ViT-MAE twin)
 
 A new task (an autoencoder, self-supervised training) adds its own subclass in its own file.
 Every field carries its allowed range in its metadata (``spec``); ``validate`` checks them all
@@ -141,6 +142,21 @@ class MLMConfig(LMConfig):
     mask_prob: float = spec(0.15, low=0, high=1, above=True)
 
 
+@register("mae")
+@dataclasses.dataclass(kw_only=True)
+class MAEConfig(TrainConfig):
+    """Masked autoencoding: ``model`` (CRATE-MAE or ViT-MAE, ``model_args``) on dataset ``data``,
+    ``mask_ratio`` of the patches hidden (``whitebox.train.autoencode``)."""
+
+    model: str = spec("crate", choices=("crate", "vit"))
+    preset: str = spec("mae_crate_mnist_tiny")  # the whitebox.crate.PRESETS key model_args started from
+    data: str = spec("mnist5k")
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    mask_ratio: float = spec(0.75, low=0, high=1, above=True)  # < 1 is checked by validate
+    norm_pix_loss: bool = spec(False)
+    min_lr: float = spec(1e-5, low=0)
+
+
 def _check(name: str, value: Any, kind: Any, meta: dict[str, Any]) -> None:
     """Raise ConfigError unless ``value`` is of ``kind`` and within ``meta``'s range / choices."""
     if value is None and meta.get("optional"):
@@ -171,6 +187,8 @@ def validate(config: C) -> C:
             setattr(config, f.name, float(value))
     if isinstance(config, LMConfig) and config.dim_head is None and config.dim % config.heads:
         raise ConfigError(f"dim {config.dim} is not divisible by {config.heads} heads; set dim_head")
+    if isinstance(config, MAEConfig) and config.mask_ratio >= 1:
+        raise ConfigError(f"mask_ratio must be < 1 (some patches stay visible), got {config.mask_ratio}")
     return config
 
 

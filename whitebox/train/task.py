@@ -37,6 +37,7 @@ TASKS = {
     "image": "whitebox.train.classify:ImageClassification",
     "lm": "whitebox.train.language:LanguageModelling",
     "mlm": "whitebox.train.language:LanguageModelling",
+    "mae": "whitebox.train.autoencode:MaskedAutoencoding",
 }
 
 
