@@ -55,8 +55,8 @@ def _check(train_x: Any, train_y: Any, test_x: Any, test_y: Any, name: str) -> t
 
 
 def extract_features(model: Module, images: Any, pool: str = "cls", batch_size: int = 256) -> np.ndarray:
-    """``model.features(images, pool)`` for all ``images`` (an array or a Tensor), in eval mode without gradients, in
-    chunks of ``batch_size``: a float64 host array (n, dim)."""
+    """``model.features(images, pool)`` for all ``images`` (an array or a Tensor), in eval mode
+    without gradients, in chunks of ``batch_size``: a float64 host array (n, dim)."""
     was_training = model.training
     model.eval()
     out = []

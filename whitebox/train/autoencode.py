@@ -122,7 +122,7 @@ class MaskedAutoencoding(Task):
             self._test = load_dataset(self.config.data, "test")
         return self._test
 
-    def _images(self, dataset: ImageDataset, idx: Any = None) -> Tensor:
+    def images(self, dataset: ImageDataset, idx: Any = None) -> Tensor:
         """Normalized images of ``dataset`` (rows ``idx``, default all) on the run's device."""
         subset = (
             dataset
@@ -140,7 +140,7 @@ class MaskedAutoencoding(Task):
         total = 0.0
         with no_grad(), model.evaluating():
             for start in range(0, n, 250):
-                images = self._images(test, np.arange(start, min(n, start + 250)))
+                images = self.images(test, np.arange(start, min(n, start + 250)))
                 total += model(images, noise=noise[start : start + 250])[0].item() * len(images)
         return {"masked_mse": total / n}
 
@@ -151,7 +151,7 @@ class MaskedAutoencoding(Task):
         idx = np.unique(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int))
         (_, H, W), p = test.image_shape, self.config.model_args["patch_size"]
         noise = heldout_noise(len(test), (H // p) * (W // p))
-        return self._images(test, idx), noise[idx], test.labels[idx], idx
+        return self.images(test, idx), noise[idx], test.labels[idx], idx
 
     def heldout_inputs(self, n: int) -> Tensor:
         return self.heldout_images(n)[0]
@@ -163,8 +163,8 @@ class MaskedAutoencoding(Task):
         train, test = self.train_set, self.test_set()
         out: dict[str, float] = {}
         for pool in pools:
-            f_train = extract_features(model, self._images(train), pool)
-            f_test = extract_features(model, self._images(test), pool)
+            f_train = extract_features(model, self.images(train), pool)
+            f_test = extract_features(model, self.images(test), pool)
             if knn:
                 out[f"knn_{pool}"] = knn_accuracy(f_train, train.labels, f_test, test.labels)
             if linear:
