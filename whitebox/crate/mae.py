@@ -12,7 +12,9 @@ Each decoder layer undoes one encoder layer, with operators of the same family, 
     x' = y - MSSA(LN y)            subtracting the compression step (which z' = z + MSSA(LN z) added).
 
 For x' = y - f(y) against z' = z + f(z) with the same f, x' - z = f(z) - f(z + f(z)) = O(|f|^2):
-the decoder's compression step is the encoder's inverse to first order.
+the decoder's compression step is the encoder's inverse to first order. The dictionary step is not
+an inverse of ISTA in that sense (ISTA's ReLU maps many inputs to one output); trained, it undoes
+the sparsification on the data distribution only (docs/math.md §6.1; tutorial 09, §2).
 """
 
 from __future__ import annotations

@@ -156,8 +156,14 @@ class MaskedAutoencoding(Task):
     def heldout_inputs(self, n: int) -> Tensor:
         return self.heldout_images(n)[0]
 
-    def probes(self, model: Module, pools: tuple[str, ...] = ("cls", "mean"), knn: bool = True,
-               linear: bool = True) -> dict[str, float]:  # fmt: skip
+    def probes(
+        self,
+        model: Module,
+        pools: tuple[str, ...] = ("cls", "mean"),
+        *,
+        knn: bool = True,
+        linear: bool = True,
+    ) -> dict[str, float]:
         """k-NN (k = 20, cosine, T = 0.07) and linear-probe test accuracy on frozen encoder
         features (``pool`` "cls" and/or "mean"), fitted on the whole train split."""
         train, test = self.train_set, self.test_set()
@@ -168,9 +174,8 @@ class MaskedAutoencoding(Task):
             if knn:
                 out[f"knn_{pool}"] = knn_accuracy(f_train, train.labels, f_test, test.labels)
             if linear:
-                out[f"linear_probe_{pool}"] = linear_probe(f_train, train.labels, f_test, test.labels)[
-                    "test_acc"
-                ]
+                probe = linear_probe(f_train, train.labels, f_test, test.labels)
+                out[f"linear_probe_{pool}"] = probe["test_acc"]
         return out
 
     def describe(self, n: int) -> str:
