@@ -4,10 +4,12 @@
 #   make test        venv + `pip install -e '.[dev,torch,distributed]'`, then the whole test suite (pytest-xdist)
 #   make lint        ruff check + ruff format --check
 #   make bench       benchmarks/train_step.py
+#   make gpu-check   benchmarks/gpu_check.py: CUDA tests, GPU step timings, CuPy vs NumPy (< 8 min)
 #   make notebooks   re-execute tutorials/*.ipynb in place, at full size, and stamp them (tutorials/stamp.py)
 #   make clean       caches and build leftovers (keeps .venv; `make distclean` removes it too)
 #
-# Knobs: PYTHON=python3.11, DEMO_ARGS=..., PYTEST_ARGS=..., BENCH_ARGS=..., NOTEBOOKS="tutorials/03_x.ipynb".
+# Knobs: PYTHON=python3.11, DEMO_ARGS=..., PYTEST_ARGS=..., BENCH_ARGS=..., GPU_CHECK_OUT=...,
+#        NOTEBOOKS="tutorials/03_x.ipynb".
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -28,10 +30,10 @@ NOTEBOOKS ?= $(sort $(wildcard tutorials/*.ipynb))
 # Figures from headless runs (CI has no display).
 export MPLBACKEND ?= Agg
 
-.PHONY: help demo test lint format bench notebooks clean distclean
+.PHONY: help demo test lint format bench gpu-check notebooks clean distclean
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +64,11 @@ format: $(STAMP_DEV)
 
 bench: $(STAMP_DEV)
 	$(PY) benchmarks/train_step.py $(BENCH_ARGS)
+
+# Without a GPU it says so and exits 0. GPU_CHECK_OUT: where the JSON and text summary go.
+GPU_CHECK_OUT ?= gpu_check
+gpu-check: $(STAMP_DEV)
+	$(PY) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT)
 
 # Full size: WHITEBOX_SMALL and WHITEBOX_FIGURES unset, so figures land in figures/. Each notebook is
 # executed in place and stamped with hashes of the sources it loaded (tutorials/stamp.py), which

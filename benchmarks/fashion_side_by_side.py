@@ -31,7 +31,7 @@ from whitebox.data import load_dataset
 from whitebox.measure import format_table
 from whitebox.report import measure_run, run_figures
 from whitebox.train import classify, train
-from whitebox.train.loop import CHECKPOINT
+from whitebox.train.run_files import CHECKPOINT
 
 TARGET_ACC, MAX_GAP = 0.90, 0.02
 

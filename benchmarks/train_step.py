@@ -32,7 +32,8 @@ Usage::
 
     python benchmarks/train_step.py                 # CPU, 20 timed steps each
     python benchmarks/train_step.py --repeats 50 --threads 2
-    python benchmarks/train_step.py --device cuda
+    python benchmarks/train_step.py --device cuda --model crate_t32
+    python benchmarks/train_step.py --profile 5      # per-op time of 5 whitebox steps
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ CFG = {
     "depth": 6,
     "heads": 6,
     "channels": 1,
+}
+# --model: the benchmark model above, or CRATE-T (dim 384, depth 12, 6 heads) on 32x32x3 images
+# with 4x4 patches (64 tokens), the GPU target of the gpu-check.
+MODELS = {
+    "mnist_small": dict(CFG),
+    "crate_t32": {**CFG, "image_size": 32, "channels": 3, "dim": 384, "depth": 12, "heads": 6},
 }
 LR, WEIGHT_DECAY = 1e-3, 0.05
 
@@ -265,7 +272,7 @@ def measure_memory(framework: str, device: str, size: int, steps: int, threads: 
 
 
 def memory_in_subprocess(framework: str, args: argparse.Namespace, threads: int) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--_memory", framework, "--device", args.device]
+    cmd = [sys.executable, __file__, "--_memory", framework, "--device", args.device, "--model", args.model]
     cmd += ["--batch", str(args.batch), "--threads", str(threads)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -298,8 +305,20 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.3, help="seconds idle before each timed step")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: NumPy's)")
     parser.add_argument("--memory-steps", type=int, default=3)
+    parser.add_argument("--model", choices=sorted(MODELS), default="mnist_small")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="STEPS", help="per-op time profile of STEPS whitebox steps"
+    )
     parser.add_argument("--_memory", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    CFG.update(MODELS[args.model])
+    if args.profile:
+        from op_profile import print_profile, profile_steps
+
+        set_threads(args.threads)
+        print_profile(profile_steps(whitebox_step(args.device, args.batch)[0], args.profile), args.batch)
+        return
 
     threads = set_threads(args.threads)
     from whitebox import backend
@@ -310,6 +329,9 @@ def main() -> None:
         return
     if args.device == "cuda" and (why := cuda_ready()):
         print(f"skipping --device cuda: {why}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"model": args.model, "skipped": why}, f)
         return
     import torch
 
@@ -360,6 +382,22 @@ def main() -> None:
     ratio_m = mem["whitebox"]["peak_mb"] / mem["pytorch"]["peak_mb"]
     print(f"ratio whitebox/pytorch: time {ratio_t:.2f}x (target <= 1.0), ", end="")
     print(f"peak memory {ratio_m:.2f}x (target <= 1.5)")
+    if args.json:
+        result = {
+            "model": args.model,
+            "config": CFG,
+            "device": dev,
+            "batch": args.batch,
+            "first_loss": {"whitebox": l_wb, "pytorch": l_th},
+            "median_ms": {k: 1e3 * v for k, v in med.items()},
+            "peak_mb": {k: mem[k]["peak_mb"] for k in FRAMEWORKS},
+            "gflop_per_s": {k: gflop[k] / med[k] for k in FRAMEWORKS},
+            "gemm_gflop_per_s": {"model_shape": gemm_model, "square": gemm_big},
+            "ratio_time": ratio_t,
+            "ratio_memory": ratio_m,
+        }
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

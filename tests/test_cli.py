@@ -85,6 +85,12 @@ def test_demo_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = capsys.readouterr().out
     assert "held-out accuracy" in out and "sparsity" in out
     assert (tmp_path / "demo_layerwise.png").exists() and (tmp_path / "demo_attention_layer4.png").exists()
+    # `make demo` twice: the second run replaces the first demo (never a run made by `train`)
+    assert (
+        main(["demo", "--epochs", "1", "--out", str(tmp_path / "run"), "--figures", str(tmp_path), "--quiet"])
+        == 0
+    )
+    assert "replacing the previous demo run" in capsys.readouterr().out
 
 
 def test_language_runs_dispatch_to_the_text_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -117,7 +123,10 @@ def test_vit_run_measures_its_mlp(tmp_path: Path):
         (["train", "--data", "nope", "--out", "{tmp}/x"], "mnist5k"),
         (["train", "--data", "digits", "--batch-size", "0", "--out", "{tmp}/x"], "batch-size"),
         (["train", "--data", "digits", "--patch-size", "3", "--out", "{tmp}/x"], "not divisible"),
-        (["train", "--model", "gpt", "--data", "digits", "--out", "{tmp}/x"], "--model crate or vit"),
+        (
+            ["train", "--model", "gpt", "--data", "digits", "--out", "{tmp}/x"],
+            "--model crate | vit | crate-alpha | tost",
+        ),
         (["train", "--data", "digits", "--out", "{tmp}/x", "--resume"], "no checkpoint.npz"),
         (["train", "--task", "lm", "--data", "digits", "--out", "{tmp}/x"], "pydoc"),
         (["train", "--task", "lm", "--preset", "huge", "--out", "{tmp}/x"], "tiny"),

@@ -93,10 +93,16 @@ def test_bad_arguments_get_one_line(runs: dict[str, Path], capsys: pytest.Captur
     capsys.readouterr()
     cases = [
         (["train", *TINY, "--mask-ratio", "1", "--out", "x"], "mask_ratio must be < 1"),
-        (["train", *TINY, "--model", "gpt", "--out", "x"], "--task mae takes --model crate or vit"),
+        (["train", *TINY, "--model", "gpt", "--out", "x"], "--task mae takes --model crate | vit, not gpt"),
         (["train", *TINY, "--patch-size", "3", "--out", "x"], "not a multiple of the patch size 3"),
         (["train", *TINY, "--preset", "huge", "--out", "x"], "unknown mae_crate preset 'huge'"),
         (["measure", str(runs["vit"])], "mirrored measurements need a CRATE-MAE run"),
+        (
+            ["train", *TINY, "--label-smoothing", "0.1", "--out", "x"],
+            "--label-smoothing apply only to image runs",
+        ),
+        (["train", "--mask-ratio", "0.5", "--out", "x"], "--mask-ratio apply only to mae runs"),
+        (["train", *TINY, "--out", str(runs["crate"]), "--resume", "--mask-ratio", "0.5"], "mask_ratio"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -111,3 +117,12 @@ def test_config_round_trip_and_fixed_noise() -> None:
     with pytest.raises(ConfigError, match="unknown keys bogus"):
         from_dict({**to_dict(config), "bogus": 1})
     np.testing.assert_array_equal(heldout_noise(5, 4), heldout_noise(5, 4))
+
+
+def test_resume_extends_a_mae_run(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    argv = ["train", *TINY, "--epochs", "1", "--batch-size", "256", "--quiet", "--out", str(run)]
+    assert main(argv) == 0
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    records = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in records] == [0, 1]

@@ -96,7 +96,7 @@ def test_bad_configs_are_clear_errors():
         task.language_config("lm", "crate", "tiny", data="wikitext")
     with pytest.raises(ConfigError, match="mask_prob"):
         task.language_config("lm", "crate", "tiny", mask_prob=0.2)  # an mlm field
-    with pytest.raises(ConfigError, match="mask_prob must be <= 1"):
+    with pytest.raises(ConfigError, match=r"mask_prob must be in \(0, 1\]"):
         task.language_config("mlm", "crate", "tiny", mask_prob=1.5)
     with pytest.raises(ConfigError, match="not divisible by 7 heads"):
         task.language_config("lm", "crate", "tiny", heads=7)

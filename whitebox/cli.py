@@ -13,6 +13,8 @@ Subcommands (``python -m whitebox CMD --help`` for the options):
     demo        train CRATE on mnist5k on the CPU, then print and plot what it learned
     sample      generate text from a language-model run
     download    fetch a dataset into the cache
+    launch      run a command on N processes with MPI: ``launch -n 2 train ...`` is
+                ``mpiexec -n 2 python -m whitebox train ... --distributed``
 
 This module turns arguments into calls: the parser is ``whitebox.cli_args``, training
 ``whitebox.train``, reports and figures ``whitebox.report``. A run directory holds
@@ -25,6 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -32,12 +37,14 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-from whitebox import backend, invertibility, measure, report, viz
-from whitebox.cli_args import DEMO, UsageError, build_parser
-from whitebox.data import available_datasets, load_dataset
+from whitebox import backend, distributed, invertibility, measure, report, viz
+from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, check_out, data_names
+from whitebox.data import load_dataset
+from whitebox.data.download import ChecksumError
+from whitebox.data.text import CORPORA, load_corpus
 from whitebox.train import autoencode, classify, language, task
-from whitebox.train.config import ConfigError, TrainConfig, read_config
-from whitebox.train.loop import CHECKPOINT
+from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
+from whitebox.train.run_files import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
 
 #: The runs ``figures`` reads: name -> (run directory, the command that makes it).
 FIGURE_RUNS = {
@@ -53,6 +60,7 @@ _OPTIM = (
     "optimizer",
     "weight_decay",
     "warmup_steps",
+    "clip_norm",
     "seed",
     "device",
 )
@@ -61,22 +69,35 @@ _TEXT = ("data", "tokenizer", "dim", "depth", "heads", "dim_head", "block_size",
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The config of a new run from the train arguments (None: the task's default)."""
-    settings = {k: getattr(args, k) for k in _OPTIM}
-    if args.task in ("lm", "mlm"):
+    settings = {k: getattr(args, k) for k in (*_OPTIM, "val_fraction")}
+    task_name, model = args.task or "image", args.model or "crate"
+    if task_name in ("lm", "mlm"):
+        if args.image_size is not None:
+            raise UsageError("--image-size is for image data, not --task " + task_name)
         settings.update({k: getattr(args, k) for k in _TEXT})
-        return language.language_config(args.task, args.model, args.preset or "small", args.steps, **settings)
-    if args.model not in classify.MODELS:
-        raise UsageError(f"--task {args.task} takes --model crate or vit, not {args.model}")
-    if args.data is not None and args.data not in available_datasets():
-        raise UsageError(f"unknown dataset {args.data!r}; choose one of {', '.join(available_datasets())}")
-    sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
-    overrides = {k: getattr(args, k) for k in sizes + (("lam", "eta") if args.model == "crate" else ())}
-    data = args.data or "mnist5k"
-    if args.task == "mae":
+        return language.language_config(task_name, model, args.preset or "small", args.steps, **settings)
+    if task_name == "mae":
+        if model not in autoencode.MODELS:
+            raise UsageError(f"--task mae takes --model {' | '.join(autoencode.MODELS)}, not {model}")
+        if args.image_size is not None:
+            raise UsageError("--image-size is for --task image, not --task mae")
+        sizes = ("dim", "depth", "heads", "dim_head", "patch_size") + (
+            ("lam", "eta") if model == "crate" else ()
+        )
+        overrides = {k: getattr(args, k) for k in sizes}
         settings.update(mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss)
-        return autoencode.mae_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
+        return autoencode.mae_config(
+            model, args.preset or "mnist_tiny", args.data or "mnist5k", overrides, **settings
+        )
+    if model not in classify.MODELS:
+        raise UsageError(f"--task image takes --model {' | '.join(classify.MODELS)}, not {model}")
+    sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
+    ista = ("lam", "eta") if model in ("crate", "crate-alpha") else ()
+    overrides = {k: getattr(args, k) for k in sizes + ista}
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
-    return classify.image_config(args.model, args.preset or "mnist_tiny", data, overrides, **settings)
+    settings.update(image_size=args.image_size)
+    data = args.data or "mnist5k"
+    return classify.image_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
 
 
 def _check_device(device: str | None) -> None:
@@ -92,15 +113,48 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--resume: {args.out} has no {CHECKPOINT} to continue from")
     if not args.resume and (args.out / CHECKPOINT).exists():
         raise UsageError(f"{args.out} already holds a run; pass --resume to continue it or another --out")
+    given = {k: v for k in TRAIN_SETTINGS if (v := getattr(args, k)) is not None and v is not False}
     _check_device(args.device)
-    try:
-        config = read_config(args.out) if args.resume else _config(args)
-    except (ValueError, FileNotFoundError) as exc:  # a bad setting, a dataset not downloaded
-        raise UsageError(str(exc)) from exc
+    check_out(args.out)
     if args.resume:
-        print(f"resuming {args.out} with its saved config ({config.epochs} epochs)")
-    result = task.train(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(task.make_task(config, args.out).summary(result))
+        saved = read_config(args.out)
+        check_applicable(saved.task, saved.model, given)
+        config, note = resume_config(saved, given, load_checkpoint(args.out)["epoch"] + 1)
+    else:
+        check_applicable(args.task or "image", args.model or "crate", given)
+        try:
+            config = _config(args)
+        except (ValueError, FileNotFoundError) as exc:  # a bad setting, a dataset not downloaded
+            raise UsageError(str(exc)) from exc
+    comm = distributed.init(config.device, timeout=args.rank_timeout) if args.distributed else None
+    say = print if comm is None or comm.is_root else lambda *_: None  # rank 0 alone prints
+    if comm is not None:
+        if config.batch_size % comm.world_size:
+            raise UsageError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of "
+                             f"the {comm.world_size} ranks")  # fmt: skip
+        say(f"data parallel over {comm.describe()}; {config.batch_size // comm.world_size} samples per rank")
+    if args.resume:
+        say(f"resuming {args.out}: {note}")
+    result = task.train(config, args.out, resume=args.resume, progress=not args.quiet, comm=comm)
+    say(task.make_task(config, args.out).summary(result))
+    if comm is not None:
+        comm.close()
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    if not args.command_line or args.command_line[0] != "train":
+        raise UsageError("launch runs `train ...` on several processes: launch -n 2 train --out RUN ...")
+    here = Path(sys.executable).parent
+    mpiexec = shutil.which("mpiexec", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
+    if mpiexec is None:
+        raise UsageError(f"launch needs mpiexec, which is not on the PATH: {distributed.INSTALL_HINT}")
+    command = [mpiexec, "-n", str(args.n), sys.executable, "-m", "whitebox", *args.command_line]
+    if "--distributed" not in command:
+        command.append("--distributed")
+    print(" ".join(command), flush=True)
+    status = subprocess.run(command, check=False).returncode
+    if status:
+        raise SystemExit(status)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -108,7 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     run, model = task.open_run(args.run)
     scores = run.evaluate(model)
     if isinstance(run, classify.ImageClassification):
-        n = len(load_dataset(run.config.data, "test"))
+        n = len(run.dataset("test"))
         print(
             f"{args.run}: test accuracy {scores['acc']:.4f} (cross-entropy {scores['loss']:.4f}) "
             f"on {n} {run.config.data} test images"
@@ -136,8 +190,8 @@ def cmd_measure(args: argparse.Namespace) -> None:
     rows, title = report.measure_run(args.run, args.n)
     print(measure.format_table(rows, title))
     out = args.out or args.run
-    (out / "measure.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "measure.json").write_text(json.dumps(rows, indent=1) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "measure.json", json.dumps(rows, indent=1) + "\n")
     path = viz.plot_layerwise({args.run.name: rows}, out / "measure.png", title)
     print(f"wrote {out / 'measure.json'} and {path}")
 
@@ -156,14 +210,29 @@ def cmd_sample(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     if read_config(args.run).task == "image":
         raise UsageError(f"sample needs a language-model run; {args.run} is an image run")
-    print(
-        language.sample(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    pieces = language.sample_stream(
+        args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
     )
+    printed = False
+    try:  # each token as it comes; an interrupt keeps what was printed
+        for piece in pieces:
+            print(piece, end="", flush=True)
+            printed = True
+    finally:
+        if printed:
+            print()
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    if args.name not in available_datasets():
-        raise UsageError(f"unknown dataset {args.name!r}; choose one of {', '.join(available_datasets())}")
+    if args.name not in data_names():
+        raise UsageError(f"unknown dataset {args.name!r}; choose one of {', '.join(data_names())}")
+    if args.name in CORPORA:
+        try:
+            text = load_corpus(args.name, download=True)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise UsageError(f"download of {args.name} failed: {exc}") from exc
+        print(f"{args.name}: {len(text):,} characters")
+        return
     for split in ("train", "test"):
         try:
             data = load_dataset(args.name, split, download=True)
@@ -184,8 +253,18 @@ def cmd_figures(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+DEMO_MARK = "made-by-demo"  # a demo folder may be replaced by the next demo, any other run never
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
+    if (args.out / CHECKPOINT).exists() or (args.out / CONFIG).exists():
+        if not (args.out / DEMO_MARK).exists():
+            raise UsageError(f"{args.out} already holds a run; pass another --out (or delete it)")
+        print(f"replacing the previous demo run in {args.out}")
+        shutil.rmtree(args.out)
     _check_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / DEMO_MARK).write_text("python -m whitebox demo may replace this folder\n")
     settings = {"epochs": args.epochs or DEMO["epochs"], "batch_size": DEMO["batch_size"], "lr": DEMO["lr"]}
     config = classify.image_config(
         DEMO["model"], DEMO["preset"], DEMO["data"], device=args.device, **settings
@@ -217,20 +296,24 @@ COMMANDS = {
     "demo": cmd_demo,
     "sample": cmd_sample,
     "download": cmd_download,
+    "launch": cmd_launch,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
     backend.tune_malloc()  # the one process-wide setting whitebox makes (its docstring says why)
+    args = None
     try:
         args = build_parser(COMMANDS).parse_args(argv)
         with threadpool_limits(limits=getattr(args, "blas_threads", None), user_api="blas"):
             args.func(args)
-    except (UsageError, ConfigError, report.RunError) as exc:
+    except (UsageError, ConfigError, RunError, ChecksumError, OSError) as exc:  # OSError: a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue a training run with `train --out RUN --resume`", file=sys.stderr)
+        resumable = getattr(args, "command", None) == "train"
+        hint = "; continue the run with `train --out RUN --resume`" if resumable else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -4,15 +4,17 @@ and run directories that make a bad argument a one-line error (``UsageError``)."
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from whitebox.data import available_datasets
-from whitebox.train.loop import CONFIG
+from whitebox.data.text import CORPORA
+from whitebox.train.run_files import CONFIG
 
 TASKS = ("image", "lm", "mlm", "mae")
-MODEL_CHOICES = ("crate", "vit", "gpt", "bert")
+MODEL_CHOICES = ("crate", "vit", "gpt", "bert", "crate-alpha", "tost")
 #: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
 #: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
 #: Warmup: one epoch, ceil(4000 / 64) = 63 steps.
@@ -25,6 +27,20 @@ DEMO = {
     "lr": 2e-3,
 }
 DEMO_RUN = Path("runs/demo")
+#: The most tokens ``sample`` generates in one call.
+MAX_NEW_TOKENS = 10_000
+#: The train arguments that make a run's config (all default to None, or False: not given).
+TRAIN_SETTINGS = (
+    "task", "model", "preset", "data", "epochs", "batch_size", "lr", "min_lr", "optimizer", "weight_decay",
+    "warmup_steps", "clip_norm", "label_smoothing", "seed", "device", "steps", "tokenizer", "dim", "depth",
+    "heads", "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment", "mask_ratio",
+    "norm_pix_loss",
+)  # fmt: skip
+
+
+def data_names() -> list[str]:
+    """Every name ``--data`` and ``download`` know: image datasets and text corpora."""
+    return sorted({*available_datasets(), *CORPORA})
 
 
 class UsageError(Exception):
@@ -65,10 +81,24 @@ def _nonnegative_float(text: str) -> float:
     return _number(text, float, 0, "a number >= 0")
 
 
+def _max_new_tokens(text: str) -> int:
+    value = _number(text, int, 1, f"an integer in [1, {MAX_NEW_TOKENS}]")
+    if value > MAX_NEW_TOKENS:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {MAX_NEW_TOKENS}], got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = _number(text, float, 0, "a number > 0")
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text, float, 0, "a number between 0 and 1")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text!r}")
     return value
 
 
@@ -78,6 +108,16 @@ def _run_dir(text: str) -> Path:
         what = "does not exist" if not path.exists() else f"has no {CONFIG} (not a run directory)"
         raise argparse.ArgumentTypeError(f"run directory {text} {what}")
     return path
+
+
+def check_out(out: Path) -> None:
+    """A one-line error, before any work, where ``out`` cannot be created or written (nothing is made)."""
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        what = "is not a folder" if not parent.is_dir() else "is not writable"
+        raise UsageError(f"--out {out} cannot be created: {parent} {what}")
 
 
 def _add_threads_arg(p: argparse.ArgumentParser) -> None:
@@ -94,21 +134,30 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         choices=TASKS,
-        default="image",
         help="image classification, language (lm, mlm) or masked autoencoding of images (mae); default image",
     )
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
-        default="crate",
-        help="crate|vit (image, mae), crate|gpt (lm), crate|bert (mlm)",
+        help="crate|vit|crate-alpha|tost (image), crate|gpt|crate-alpha|tost (lm), crate|bert (mlm), "
+        "crate|vit (mae); default crate",
     )
     p.add_argument(
         "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"
     )
     p.add_argument(
         "--data",
-        help=f"dataset: {', '.join(available_datasets())} (image; default mnist5k) or a corpus (text)",
+        help=f"dataset: {', '.join(available_datasets())} (image; default mnist5k) or a corpus (text); "
+        "or your own: an .npz file or a folder ROOT/<class>/<images> (image), a UTF-8 text file or a "
+        "folder of .txt files (text)",
+    )
+    p.add_argument(
+        "--image-size", type=_positive_int, help="your own images: resize them all to this size (square)"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        help="held-out fraction: of your own images when they have no test split, of the text (default 0.1)",
     )
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
@@ -116,6 +165,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lr", type=_nonnegative_float)
     p.add_argument("--optimizer", choices=("adamw", "lion"))
     p.add_argument("--weight-decay", type=_nonnegative_float)
+    p.add_argument(
+        "--clip-norm", type=_nonnegative_float, help="clip the gradient's global L2 norm (default 1; 0: off)"
+    )
     p.add_argument(
         "--warmup-steps",
         type=_nonnegative_int,
@@ -145,7 +197,24 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (--epochs / --steps extend it, --lr, "
+        "--min-lr, --warmup-steps, --clip-norm may change; the model, its data and tokenizer cannot)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a data-parallel run started by `mpiexec -n N` (or `whitebox launch -n N "
+        "train ...`); --batch-size is the global batch, split over the ranks",
+    )
+    p.add_argument(
+        "--rank-timeout",
+        type=_positive_float,
+        default=300.0,
+        help="--distributed: seconds a rank waits for the others before ending the run (default 300)",
+    )
 
 
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> argparse.ArgumentParser:
@@ -191,7 +260,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("--figures", type=Path, default=Path("figures"), help="output folder (default figures)")
     p = command("demo", "train CRATE on mnist5k (CPU, a few minutes) and show what it learned")
     p.add_argument(
-        "--out", type=Path, default=DEMO_RUN, help=f"run directory (default {DEMO_RUN}; overwritten)"
+        "--out", type=Path, default=DEMO_RUN, help=f"run directory (default {DEMO_RUN}; must not hold a run)"
     )
     p.add_argument(
         "--figures", type=Path, default=Path("figures"), help="where demo_*.png go (default figures)"
@@ -203,10 +272,13 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p = command("sample", "generate text from a language-model run")
     p.add_argument("run", type=_run_dir)
     p.add_argument("--prompt", default="", help="text to continue (mlm: text with [MASK]s to fill)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--max-new-tokens", type=_max_new_tokens, default=200, help=f"1 to {MAX_NEW_TOKENS}")
     p.add_argument("--temperature", type=_positive_float, default=0.8)
     p.add_argument("--top-k", type=_positive_int)
     p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p = command("download", "fetch a dataset into the cache")
-    p.add_argument("name", help=", ".join(available_datasets()))
+    p = command("download", "fetch a dataset or a corpus into the cache")
+    p.add_argument("name", help=", ".join(data_names()))
+    p = command("launch", "run `train ...` on N processes through mpiexec (pip install -e '.[distributed]')")
+    p.add_argument("-n", type=_positive_int, required=True, help="number of processes (ranks)")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, help="train and its arguments")
     return parser

@@ -7,6 +7,7 @@ torch is imported inside the functions; it is an optional dependency.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from whitebox import backend
 from whitebox.nn import Module
 
 _WRAPPERS = ("model", "state_dict")
+#: The classifier layer, whose shape depends on the number of classes.
+HEAD = "mlp_head.1."
 
 
 def _torch() -> Any:
@@ -46,7 +49,13 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def load_official_checkpoint(path_or_state_dict: str | Path | Mapping[str, Any], model: Module) -> Module:
+def load_official_checkpoint(
+    path_or_state_dict: str | Path | Mapping[str, Any],
+    model: Module,
+    *,
+    skip_head: bool = False,
+    strict: bool = True,
+) -> Module:
     """Load an official CRATE (or any whitebox-layout) PyTorch checkpoint into ``model``, in place.
 
     Accepts a path to a ``.pth`` file (read with ``torch.load(map_location='cpu',
@@ -54,6 +63,11 @@ def load_official_checkpoint(path_or_state_dict: str | Path | Mapping[str, Any],
     'model' or 'state_dict' and prefixed with 'module.' (DataParallel). Every key must
     match in name and shape; otherwise ValueError names the missing, unexpected and
     mis-shaped keys. Values are cast to each parameter's dtype and device. Returns ``model``.
+
+    To fine-tune with another number of classes, ``skip_head=True`` leaves the classifier
+    layer (``mlp_head.1.*``) as initialized; ``strict=False`` loads every key that matches in
+    name and shape and leaves the rest. Either warns (``UserWarning``) naming every key of the
+    checkpoint it skipped and every key of the model it left as initialized.
     """
     if isinstance(path_or_state_dict, str | Path):
         torch = _torch()
@@ -65,7 +79,27 @@ def load_official_checkpoint(path_or_state_dict: str | Path | Mapping[str, Any],
     state = _unwrap(state)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    model.load_state_dict({k: _to_numpy(v) for k, v in state.items()})
+    arrays = {k: _to_numpy(v) for k, v in state.items()}
+    if strict and not skip_head:
+        model.load_state_dict(arrays)
+        return model
+    own = model.state_dict()
+    skipped = [k for k in arrays if skip_head and k.startswith(HEAD)]
+    if not strict:
+        skipped += [k for k, v in arrays.items() if k not in own or tuple(own[k].shape) != np.shape(v)]
+    kept = {k: v for k, v in arrays.items() if k not in skipped}
+    if strict:  # the head skipped: every other key must match, the head keeps its own values
+        model.load_state_dict({**kept, **{k: v for k, v in own.items() if k.startswith(HEAD)}})
+    else:
+        model.load_state_dict(kept, strict=False)
+    untouched = [k for k in own if k not in kept]
+    if skipped or untouched:
+        warnings.warn(
+            f"load_official_checkpoint: skipped {', '.join(skipped) or 'no key'} of the checkpoint; "
+            f"left {', '.join(untouched) or 'no key'} of the model as initialized",
+            UserWarning,
+            stacklevel=2,
+        )
     return model
 
 

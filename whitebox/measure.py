@@ -19,9 +19,17 @@ max Delta R(Z; U_[K]) - lam ||Z||_0, so two quantities can be read off each laye
   ||Z^{l+1}||_0 / (d N), which should also fall with depth. For a ViT the same is taken of the
   MLP's output MLP(LN2(x)) (before the residual), its stand-in for ISTA.
 
+CRATE's successors: a CRATE-alpha layer is measured as CRATE's, but its sparsity is that of the
+overcomplete sparse code A2 (r d features per token), ||A2||_0 / (r d N), since its output
+Z^{l+1/2} + D1 A2 is dense by construction (a residual). A ToST layer is a standard block whose
+attention is TSSA: R^c is taken against the subspaces U_k = W_k^T of TSSA's own projection
+(``qkv`` / ``c_attn``), the ones whose Pi-weighted second moments TSSA's objective compresses;
+its sparsity is that of the MLP output, as for a ViT (ToST has no ISTA step, so it is a
+stand-in, not a quantity its derivation promises to lower).
+
 Numbers are averaged over the given inputs (images or token sequences). Works for any model made
-of ``CRATEBlock`` / ``TransformerBlock`` layers (CRATE, ViT, CausalCRATE, GPT): see
-``whitebox.crate.probe``.
+of ``CRATEBlock`` / ``CRATEAlphaBlock`` / ``TransformerBlock`` layers (CRATE, ViT, CausalCRATE,
+GPT, CRATEAlpha, ToST, CausalCRATEAlpha, CausalToST): see ``whitebox.crate.probe``.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from whitebox.crate import CRATEBlock, TransformerBlock, record
+from whitebox.crate import TSSA, CausalTSSA, CRATEAlphaBlock, CRATEBlock, TransformerBlock, record
 from whitebox.nn import Module
 from whitebox.rate import coding_rate
 from whitebox.tensor import Tensor, no_grad
@@ -44,10 +52,13 @@ def subspace_bases(attn: Module) -> np.ndarray:
 
     MSSA: W = ``qkv.weight`` (K p, d) and U_k = (rows k p .. (k+1) p of W)^T.
     ViT ``Attention``: the same with the query third of ``to_qkv.weight`` ([q | k | v] rows).
+    ToST: ``TSSA``'s ``qkv.weight``, ``CausalTSSA``'s ``c_attn.weight`` (its one projection).
     """
     K, p = attn.heads, attn.dim_head
     if hasattr(attn, "qkv"):
         W = attn.qkv.weight.numpy()
+    elif hasattr(attn, "c_attn"):
+        W = attn.c_attn.weight.numpy()
     elif hasattr(attn, "to_qkv"):
         W = attn.to_qkv.weight.numpy()[: K * p]
     else:
@@ -80,7 +91,16 @@ def nonzero_fraction(Z: Any) -> float:
 
 
 def _blocks(model: Module) -> list[Module]:
-    return [m for m in model.modules() if isinstance(m, CRATEBlock | TransformerBlock)]
+    return [m for m in model.modules() if isinstance(m, CRATEBlock | CRATEAlphaBlock | TransformerBlock)]
+
+
+def _kind(block: Module) -> str:
+    """The ``block`` field: "crate", "crate-alpha", "tost" or "vit" (any other standard block)."""
+    if isinstance(block, CRATEAlphaBlock):
+        return "crate-alpha"
+    if isinstance(block, TransformerBlock):
+        return "tost" if isinstance(block.attn, TSSA | CausalTSSA) else "vit"
+    return "crate"
 
 
 def layerwise_compression_sparsity(
@@ -92,12 +112,16 @@ def layerwise_compression_sparsity(
     ids (B, T)), as an array or Tensor; they go through the model in chunks of ``batch_size``
     in eval mode without gradients. Returns one dict per layer::
 
-        {"layer": i, "block": "crate" | "vit", "compression": R^c averaged over the inputs,
+        {"layer": i, "block": "crate" | "crate-alpha" | "tost" | "vit",
+         "compression": R^c averaged over the inputs,
          "compression_per_head": [R(Y_1), ..., R(Y_K)], "sparsity": ||Z||_0 / (d N)}
     """
     blocks = _blocks(model)
     if not blocks:
-        raise ValueError(f"layerwise_compression_sparsity: {type(model).__name__} has no CRATE or ViT layers")
+        raise ValueError(
+            f"layerwise_compression_sparsity: {type(model).__name__} has no CRATE, CRATE-alpha "
+            "or standard layers"
+        )
     bases = [subspace_bases(b[0].fn) for b in blocks]
     device, dtype = model.parameters()[0].device, model.parameters()[0].dtype
     rc = [np.zeros(len(U)) for U in bases]
@@ -124,7 +148,11 @@ def layerwise_compression_sparsity(
             for i, block in enumerate(blocks):
                 vit = isinstance(block, TransformerBlock)
                 Z = rec["attn_in" if vit else "mssa_in"][i]
-                out = next(vit_outputs) if vit else rec["ista_out"][i]
+                out = (
+                    next(vit_outputs)
+                    if vit
+                    else rec["code" if _kind(block) == "crate-alpha" else "ista_out"][i]
+                )
                 rc[i] += compression_per_head(Z, bases[i], eps2).sum(axis=0)
                 nonzero[i] += np.count_nonzero(out)
                 entries[i] += out.size
@@ -132,7 +160,7 @@ def layerwise_compression_sparsity(
     return [
         {
             "layer": i,
-            "block": "vit" if isinstance(block, TransformerBlock) else "crate",
+            "block": _kind(block),
             "compression": float(rc[i].sum() / count),
             "compression_per_head": (rc[i] / count).tolist(),
             "sparsity": float(nonzero[i] / entries[i]),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import whitebox.functional as F
+from whitebox import backend
 from whitebox.tensor import Tensor
 
 # ---- argument checks --------------------------------------------------------
@@ -104,6 +105,36 @@ def compression_rate(Z: Any, U: Any, eps: float) -> Tensor:
     return coding_rate(_project(Z, U), eps).sum(axis=-1)
 
 
+def variational_compression_rate(Z: Any, U: Any, Pi: Any, eps: float) -> Tensor:
+    """ToST's variational compression term: soft memberships, only diagonal statistics.
+
+    Column form, with Pi (N, K) the memberships (row i on the simplex, pi_k its column k),
+    n_k = sum_i pi_ki and m_kj = (U_k^T Z diag(pi_k) Z^T U_k)_jj = sum_i pi_ki (u_kj^T z_i)^2:
+
+        R^c_var(Z, Pi; U_[K]) = 1/2 sum_k (n_k/N) sum_j log(1 + p/(n_k eps^2) m_kj).
+
+    As logdet(I + M) <= sum_j log(1 + M_jj) for M >= 0 (equality for diagonal M), it bounds
+    sum_k (n_k/N) 1/2 logdet(I + p/(n_k eps^2) U_k^T Z diag(pi_k) Z^T U_k) from above: with one
+    group and Pi = 1 that is ``compression_rate``. Row form: m_kj = sum_i pi_ik (Z U_k)_ij^2,
+    O(N d p) per group. Returns shape ``Z.shape[:-2]``.
+    """
+    Z = _tokens(Z, "variational_compression_rate")
+    U = _bases(U, Z, "variational_compression_rate")
+    Pi = _constant(Pi, Z)
+    N, K, p = Z.shape[-2], U.shape[0], U.shape[2]
+    if Pi.shape[-2:] != (N, K):
+        raise ValueError(
+            f"variational_compression_rate: Pi must have shape (..., N, K) = (..., {N}, {K}), got {Pi.shape}"
+        )
+    _check_eps(eps, "variational_compression_rate")
+    W = _project(Z, U)  # (..., K, N, p)
+    weights = Pi.mT  # (..., K, N)
+    n = weights.sum(axis=-1, keepdims=True)  # (..., K, 1)
+    m = (weights.reshape((*weights.shape, 1)) * W * W).sum(axis=-2)  # (..., K, p)
+    per_group = (1 + (p / eps**2) * m / n).log().sum(axis=-1, keepdims=True)
+    return 0.5 * (n / N * per_group).sum(axis=(-2, -1))
+
+
 def rate_reduction(Z: Any, U: Any, eps: float) -> Tensor:
     """Delta R(Z; U_[K]) = R(Z) - R^c(Z; U_[K]) (tutorial 02, eq. (2)); same in both forms."""
     Z = _tokens(Z, "rate_reduction")
@@ -128,7 +159,7 @@ def l0_fraction(Z: Any, tol: float = 0.0) -> float:
 
 def _memberships(labels: Any, N: int, like: Tensor) -> np.ndarray:
     """The (J, N) membership matrix Pi (row j = diag(Pi_j)) of non-empty classes."""
-    labels = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+    labels = np.asarray(backend.to_numpy(labels.data if isinstance(labels, Tensor) else labels))
     if labels.ndim == 1 and labels.dtype.kind in "iu":
         Pi = (labels[None, :] == np.unique(labels)[:, None]).astype(like.dtype)
     elif labels.ndim == 2 and labels.dtype.kind in "biuf" and (labels >= 0).all():

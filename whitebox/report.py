@@ -14,15 +14,19 @@ from typing import Any
 
 from whitebox import invertibility, measure, viz
 from whitebox.crate import intermediates
-from whitebox.data import load_dataset
 from whitebox.train import autoencode
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
-from whitebox.train.loop import CHECKPOINT, read_metrics
+from whitebox.train.run_files import CHECKPOINT, RunError, read_metrics
 from whitebox.train.task import open_run
 
-
-class RunError(ValueError):
-    """A run that cannot give what was asked (no checkpoint yet, the wrong task)."""
+__all__ = [
+    "RunError",
+    "attention_figures",
+    "demo_figures",
+    "measure_run",
+    "require_checkpoint",
+    "run_figures",
+]
 
 
 def require_checkpoint(run: Path) -> None:
@@ -40,7 +44,8 @@ def measure_run(run: Path, n: int) -> tuple[list[dict[str, Any]], str]:
 
 
 def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
-    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images."""
+    """PNG per layer (the last ``layers``): the cls token's attention per head on ``n`` test images
+    (for ToST, whose TSSA has no attention matrix, each patch's membership Pi in each head)."""
     require_checkpoint(run)
     task, model = open_run(run)
     if not isinstance(task, ImageClassification):
@@ -48,14 +53,18 @@ def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "
     config = task.config
     images, raw, labels = task.heldout_images(n)
     logits, rec = intermediates(model, images)
-    names = load_dataset(config.data, "test").class_names
+    names = task.dataset("test").class_names
     grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
     depth = len(rec["attention"])
     paths = []
     for layer in range(max(0, depth - layers), depth):
-        maps = viz.cls_attention_maps(rec["attention"][layer], grid)
+        attention = rec["attention"][layer]
+        if attention.ndim == 3:  # TSSA's memberships Pi (B, heads, N)
+            maps, what = viz.membership_maps(attention, grid), "head memberships"
+        else:
+            maps, what = viz.cls_attention_maps(attention, grid), "cls attention"
         tags = [f"{names[y]} -> {names[p]}" for y, p in zip(labels, logits.argmax(-1), strict=True)]
-        title = f"{ARCH_NAMES[config.model]} {Path(run).name}: cls attention, layer {layer + 1}/{depth}"
+        title = f"{ARCH_NAMES[config.model]} {Path(run).name}: {what}, layer {layer + 1}/{depth}"
         paths.append(viz.plot_attention(raw, maps, out / f"{prefix}_layer{layer + 1}.png", title, tags))
     return paths
 

@@ -15,9 +15,13 @@ Nothing is pickled, so loading a checkpoint cannot execute code.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,8 +42,9 @@ def save(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
     """Write ``obj`` (a nested dict with str keys) to ``path`` as a whitebox checkpoint.
 
     Keys must be non-empty strings without '/'. The file is written to a
-    temporary name and renamed, so an interrupted save never leaves a half
-    checkpoint under ``path``.
+    temporary file of its own in the same folder and renamed, so an interrupted
+    save never leaves a half checkpoint under ``path``, two saves never share a
+    temporary file, and a failed save (a full disk) leaves no temporary behind.
     """
     if not isinstance(obj, Mapping):
         raise TypeError(f"whitebox.save: expected a dict, got {type(obj).__name__}")
@@ -51,12 +56,36 @@ def save(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
         **arrays,
     }
     path = os.fspath(path)
-    tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w") as zf:
-        for name, arr in entries.items():
-            with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
+
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w") as zf:
+            for name, arr in entries.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Any, mode: str = "wb") -> None:
+    """Call ``write(file)`` on a fresh temporary file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the new one, never a half-written one; on any
+    failure the temporary file is removed and the error re-raised.
+    """
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path) or "."
+    )
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -174,12 +203,30 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
             "(another format, or a truncated file)"
         )
     try:
+        _check_declared_sizes(path)
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, MemoryError, zlib.error) as exc:
         raise ValueError(
             f"whitebox.load: {path} is corrupted or not a whitebox checkpoint ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def _check_declared_sizes(path: str) -> None:
+    """Refuse an entry whose .npy header declares more data than the archive holds (no huge allocation)."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                fmt = np.lib.format
+                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                declared = math.prod(shape) * dtype.itemsize
+                if declared > info.file_size:
+                    raise ValueError(
+                        f"entry {info.filename!r} declares {declared} bytes of data "
+                        f"but holds {info.file_size}"
+                    )
 
 
 def _decode(tree: list[list[Any]], prefix: str, arrays: dict[str, np.ndarray], path: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ that reach a tensor along several paths, undoes broadcasting in one place
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -73,7 +74,14 @@ def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
         arr = backend.xp_for(device or backend.default_device()).asarray(arr)
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"Tensor: data must be numbers or booleans, got dtype {arr.dtype}")
     return arr
+
+
+def _comparison(op: Callable[[Any, Any], Any]) -> Callable[[Tensor, Any], Tensor]:
+    """The method ``self <op> other`` on the arrays, as a boolean Tensor outside the graph."""
+    return lambda self, other: Tensor(op(self.data, _raw(other)))
 
 
 def _is_backend_array(x: Any) -> bool:
@@ -98,6 +106,10 @@ class Tensor:
         device: str | None = None,
     ) -> None:
         self.data = _as_array(data, dtype, device)
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(
+                f"Tensor: only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
         self.grad: Any = None
         self.requires_grad = bool(requires_grad)
         self._parents: tuple[Tensor, ...] = ()
@@ -259,19 +271,11 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         return _ops.getitem(self, index)
 
-    # comparisons give plain (non-differentiable) boolean tensors
-    def __lt__(self, other: Any) -> Tensor:
-        return Tensor(self.data < _raw(other))
-
-    def __le__(self, other: Any) -> Tensor:
-        return Tensor(self.data <= _raw(other))
-
-    def __gt__(self, other: Any) -> Tensor:
-        return Tensor(self.data > _raw(other))
-
-    def __ge__(self, other: Any) -> Tensor:
-        return Tensor(self.data >= _raw(other))
-
+    # comparisons give plain (non-differentiable) boolean tensors; hashing stays by identity
+    __eq__ = _comparison(operator.eq)  # type: ignore[assignment]
+    __ne__ = _comparison(operator.ne)  # type: ignore[assignment]
+    __lt__, __le__ = _comparison(operator.lt), _comparison(operator.le)
+    __gt__, __ge__ = _comparison(operator.gt), _comparison(operator.ge)
     __hash__ = object.__hash__
 
     def exp(self) -> Tensor:

@@ -1,7 +1,9 @@
 """The official CRATE classifier in PyTorch (Ma-Lab-Berkeley/CRATE, model/crate.py), for cross-checks.
 
-einops is replaced by reshapes; dropout is left out (the checks run without it). Needs torch
-(`pip install 'whitebox[torch]'`); nothing else in whitebox imports this module.
+einops is replaced by reshapes; dropout is left out (the checks run without it). ``dim_head``
+defaults to dim // heads here, the value the official presets (CRATE_tiny, ...) pass; the
+official class's own default is 64 (``whitebox.crate.official_crate`` keeps that one). Needs
+torch (`pip install 'whitebox[torch]'`); nothing else in whitebox imports this module.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ class Attention(nn.Module):
         self.heads, self.scale = heads, dim_head**-0.5
         self.attend = nn.Softmax(dim=-1)
         self.qkv = nn.Linear(dim, inner_dim, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(0.0))
+        project_out = not (heads == 1 and dim_head == dim)
+        self.to_out = (
+            nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(0.0)) if project_out else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -54,10 +59,15 @@ class Attention(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, dim: int, depth: int, heads: int, dim_head: int) -> None:
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, ista: float = 0.1) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head)), PreNorm(dim, FeedForward(dim))])
+            nn.ModuleList(
+                [
+                    PreNorm(dim, Attention(dim, heads, dim_head)),
+                    PreNorm(dim, FeedForward(dim, step_size=ista)),
+                ]
+            )
             for _ in range(depth)
         )
 
@@ -90,9 +100,15 @@ class TorchCRATE(nn.Module):
         dim: int,
         depth: int,
         heads: int,
-        channels: int,
+        channels: int = 3,
+        *,
+        pool: str = "cls",
+        dim_head: int | None = None,
+        ista: float = 0.1,
     ) -> None:
         super().__init__()
+        assert pool in {"cls", "mean"}
+        self.pool = pool
         num_patches = (image_size // patch_size) ** 2
         patch_dim = channels * patch_size**2
         self.to_patch_embedding = nn.Sequential(
@@ -100,11 +116,14 @@ class TorchCRATE(nn.Module):
         )
         self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, dim))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-        self.transformer = Transformer(dim, depth, heads, dim // heads)
+        self.transformer = Transformer(
+            dim, depth, heads, dim // heads if dim_head is None else dim_head, ista
+        )
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = self.to_patch_embedding(img)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = x + self.pos_embedding[:, : x.shape[1]]
-        return self.mlp_head(self.transformer(x)[:, 0])
+        x = self.transformer(x)
+        return self.mlp_head(x.mean(dim=1) if self.pool == "mean" else x[:, 0])

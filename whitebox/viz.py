@@ -93,6 +93,14 @@ def cls_attention_maps(attention: np.ndarray, grid: tuple[int, int]) -> np.ndarr
     return attention[:, :, 0, 1:].reshape(B, H, *grid)
 
 
+def membership_maps(pi: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """ToST's stand-in for attention maps: each patch's membership Pi_k in head k, (B, heads, gh, gw),
+    from TSSA's memberships (B, heads, N) (token 0, the cls token, left out). TSSA has no N x N
+    attention matrix; Pi is the only per-token weighting it computes."""
+    B, H = pi.shape[:2]
+    return pi[:, :, 1:].reshape(B, H, *grid)
+
+
 def plot_attention(
     images: np.ndarray,
     maps: np.ndarray,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from whitebox.nn import Dropout, Linear, Module, Sequential
+from whitebox.nn import Dropout, Identity, Linear, Module, Sequential
 from whitebox.ops.attention import attention
 from whitebox.tensor import Tensor
 
@@ -31,14 +31,16 @@ class MultiHeadAttention(Module):
     ``dim_head`` (p) defaults to dim // heads. ``mask`` is boolean, broadcastable to
     (B, heads, N, N), True where a token may attend. With ``keep_attention = True`` the last
     forward's attention probabilities are kept in ``attention`` (a backend array of shape
-    (B, heads, N, N)); off by default.
+    (B, heads, N, N)); off by default. ``out_bias = False`` drops b_o (CRATE-alpha's layer).
     """
 
     projection: ClassVar[str]  # attribute (and state_dict key) of the input projection
     width: ClassVar[int]  # the projection makes width * heads * dim_head features
     rule: ClassVar[Rule]  # (projected, heads, scale, mask, *, dropout, training) -> (out, attn)
 
-    def __init__(self, dim: int, heads: int, dim_head: int | None = None, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, heads: int, dim_head: int | None = None, dropout: float = 0.0, out_bias: bool = True
+    ) -> None:
         super().__init__()
         if dim_head is None:
             if dim % heads:
@@ -50,7 +52,13 @@ class MultiHeadAttention(Module):
         self.scale = dim_head**-0.5
         self.dropout = dropout
         setattr(self, self.projection, Linear(dim, self.width * heads * dim_head, bias=False))
-        self.to_out = Sequential(Linear(heads * dim_head, dim), Dropout(dropout))
+        # the official rule: one head as wide as the model is its own output (no to_out keys)
+        project_out = not (heads == 1 and dim_head == dim)
+        self.to_out = (
+            Sequential(Linear(heads * dim_head, dim, bias=out_bias), Dropout(dropout))
+            if project_out
+            else Identity()
+        )
         self.keep_attention = False
         self.attention: Any = None
 

@@ -21,11 +21,11 @@ from whitebox.tensor import Tensor
 
 
 class PreNorm(Module):
-    """fn(LayerNorm(x)): submodules ``norm`` and ``fn``, the official ``PreNorm``."""
+    """fn(LayerNorm(x)): submodules ``norm`` (epsilon ``eps``) and ``fn``, the official ``PreNorm``."""
 
-    def __init__(self, dim: int, fn: Module) -> None:
+    def __init__(self, dim: int, fn: Module, eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm = LayerNorm(dim)
+        self.norm = LayerNorm(dim, eps=eps)
         self.fn = fn
 
     def forward(self, x: Tensor, **kwargs: Any) -> Tensor:
@@ -36,12 +36,12 @@ class PreNormBlock(ModuleList):
     """One layer: item 0 = PreNorm(attn), item 1 = PreNorm(second), as a ModuleList like the
     official code, so its keys are ``0.norm.*``, ``0.fn.*``, ``1.norm.*``, ``1.fn.*``.
     ``mask`` (boolean, True = may attend) goes to the attention. Subclasses set
-    ``residual_second`` (see the module docstring)."""
+    ``residual_second`` (see the module docstring); ``eps`` is both LayerNorms' epsilon."""
 
     residual_second: ClassVar[bool]
 
-    def __init__(self, dim: int, attn: Module, second: Module) -> None:
-        super().__init__([PreNorm(dim, attn), PreNorm(dim, second)])
+    def __init__(self, dim: int, attn: Module, second: Module, eps: float = 1e-5) -> None:
+        super().__init__([PreNorm(dim, attn, eps), PreNorm(dim, second, eps)])
 
     @property
     def attn(self) -> Module:

@@ -10,13 +10,21 @@ CRATE blocks: x + MSSA(LN x), then ISTA(LN .), tied q = k = v, no MLP. Standard 
 separate q, k, v, a GELU MLP of width mlp_ratio * dim, residuals around both. A CRATE block
 has about 3 dim^2 weights and a standard one 12 dim^2, so a twin of width dim / 2 has about
 the parameters of a CRATE of width dim (the text presets of ``whitebox.crate.presets``).
+
+CRATE's successors as causal language models, each a TokenModel with its own blocks:
+``CausalCRATEAlpha`` (MSSA, then CRATE-alpha's overcomplete two-step ISTA with a residual,
+about (2 + 2 r) dim^2 weights a block, r the overcomplete ratio) and ``CausalToST`` (causal
+token-statistics attention and a GELU MLP, about 10 dim^2).
 """
 
 from __future__ import annotations
 
+from whitebox.crate.alpha import CRATEAlphaBlock
+from whitebox.crate.block import Transformer
 from whitebox.crate.crate_block import CRATETransformer
 from whitebox.crate.token_model import TokenModel
-from whitebox.crate.transformer_block import standard_transformer
+from whitebox.crate.transformer_block import TransformerBlock, standard_transformer
+from whitebox.crate.tssa import CausalTSSA
 
 
 class CRATELanguageModel(TokenModel):
@@ -84,3 +92,55 @@ class BERT(TransformerLanguageModel):
     """The black-box twin of MaskedCRATE: bidirectional standard blocks."""
 
     causal = False
+
+
+class CausalCRATEAlpha(TokenModel):
+    """CRATE-alpha as a causal language model: ``depth`` ``CRATEAlphaBlock`` layers, causal mask."""
+
+    def __init__(  # noqa: PLR0917
+        self,
+        vocab_size: int,
+        block_size: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int | None = None,
+        dropout: float = 0.0,
+        overcomplete_ratio: int = 4,
+        eta: float = 0.1,
+        lam: float = 0.1,
+    ) -> None:
+        blocks = Transformer(
+            CRATEAlphaBlock(dim, heads, dim_head, dropout, overcomplete_ratio, eta, lam) for _ in range(depth)
+        )
+        super().__init__(vocab_size, block_size, dim, blocks, dropout, causal=True)
+
+
+class CausalToST(TokenModel):
+    """ToST as a causal language model: standard blocks whose attention is ``CausalTSSA`` (prefix
+    statistics, a learned position bias per head), GELU MLP of width mlp_ratio * dim.
+    ``CausalTSSA`` splits dim evenly over the heads: ``dim_head`` may only be None or dim // heads."""
+
+    def __init__(  # noqa: PLR0917
+        self,
+        vocab_size: int,
+        block_size: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        dim_head: int | None = None,
+        dropout: float = 0.0,
+        mlp_ratio: float = 4,
+    ) -> None:
+        if dim_head is not None and dim_head * heads != dim:
+            raise ValueError(
+                f"CausalToST: dim_head must be None or dim // heads = {dim // heads}, got {dim_head}"
+            )
+        mlp_dim = int(mlp_ratio * dim)
+        blocks = Transformer(
+            TransformerBlock(
+                dim, heads, dim_head, mlp_dim, dropout, attn=CausalTSSA(dim, heads, block_size, dropout)
+            )
+            for _ in range(depth)
+        )
+        super().__init__(vocab_size, block_size, dim, blocks, dropout, causal=True)

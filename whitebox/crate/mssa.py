@@ -27,8 +27,8 @@ class MSSA(MultiHeadAttention):
 
     (tutorial 03, eq. (7); docs/math.md eq. (4.1)). It approximates ``whitebox.rate.mssa``:
     head k equals p^{1/4} ``whitebox.rate.ssa``(x, U_k / p^{1/4}), and ``to_out``
-    (W_o, b_o) stands in for alpha [U_1, ..., U_K]. Unlike the official code, ``to_out``
-    is kept even when heads == 1 and p == dim.
+    (W_o, b_o) stands in for alpha [U_1, ..., U_K]. As in the official code, one head with
+    p == dim has no ``to_out`` (Identity: MSSA(x) = A_1 w_1).
 
     The frame (masking, dropout, ``keep_attention``) is ``MultiHeadAttention``'s; the
     state_dict keys are the official ``qkv.weight``, ``to_out.0.weight``, ``to_out.0.bias``.

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from whitebox.crate.language import BERT, GPT, CausalCRATE, MaskedCRATE
+from whitebox.crate.language import BERT, GPT, CausalCRATE, CausalCRATEAlpha, CausalToST, MaskedCRATE
 from whitebox.crate.mae import CRATEMAE
 from whitebox.crate.token_model import TokenModel
-from whitebox.crate.vision import CRATE, ViT
+from whitebox.crate.vision import CRATE, CRATEAlpha, ToST, ViT
 from whitebox.crate.vit_mae import ViTMAE
 from whitebox.nn import Module
 
@@ -24,6 +24,10 @@ ARCHITECTURES: dict[str, type[Module]] = {
     "gpt": GPT,
     "masked_crate": MaskedCRATE,
     "bert": BERT,
+    "crate_alpha": CRATEAlpha,
+    "tost": ToST,
+    "causal_crate_alpha": CausalCRATEAlpha,
+    "causal_tost": CausalToST,
     "mae_crate": CRATEMAE,
     "mae_vit": ViTMAE,
 }
@@ -42,7 +46,9 @@ _SMALL = {"dim": 192, "depth": 6, "heads": 6}
 # Language sizes: context length, depth, and (dim, heads) of CRATE and of its twin. A CRATE
 # block has 3 dim^2 + O(dim) weights (qkv, to_out, D), a GPT/BERT block 12 dim^2 + O(dim)
 # (qkv, out, two MLP layers of width 4 dim), so the twin gets half the width for about the
-# same count; both keep 32 (16 for tiny) features per head.
+# same count; both keep 32 (16 for tiny) features per head. CRATE-alpha (overcomplete ratio 4:
+# qkv, to_out, D, D1, 10 dim^2) and ToST (TSSA's two projections and the MLP, 10 dim^2) take
+# the twin's width too.
 _TEXT = {
     "tiny": {"block_size": 32, "depth": 2, "crate": (60, 4), "twin": (32, 2)},
     "small": {"block_size": 64, "depth": 4, "crate": (128, 4), "twin": (64, 2)},
@@ -72,10 +78,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_mnist_small": _cfg("vit", **_MNIST, patch_size=4, **_SMALL),
     "vit_cifar_tiny": _cfg("vit", **_CIFAR, patch_size=8, **_TINY),
     "vit_cifar_small": _cfg("vit", **_CIFAR, patch_size=4, **_SMALL),
-    # Language models ("<arch>_<size>"), all sizes of _TEXT for each of the four.
+    # CRATE's successors on small images: CRATE's patching, width, depth and heads.
+    **{
+        f"{arch}_{data}_{size}": _cfg(arch, **shape, patch_size=patch, **sizes)
+        for arch in ("crate_alpha", "tost")
+        for data, shape, patches in (("mnist", _MNIST, (7, 4)), ("cifar", _CIFAR, (8, 4)))
+        for size, sizes, patch in (("tiny", _TINY, patches[0]), ("small", _SMALL, patches[1]))
+    },
+    # Language models ("<arch>_<size>"), all sizes of _TEXT for each of the six.
     **{
         f"{arch}_{size}": _text(arch, size)
-        for arch in ("causal_crate", "gpt", "masked_crate", "bert")
+        for arch in ("causal_crate", "gpt", "masked_crate", "bert", "causal_crate_alpha", "causal_tost")
         for size in _TEXT
     },
     # Masked autoencoders (defined beside their classes): the official CRATE-MAE sizes, the

@@ -1,7 +1,7 @@
 """Look inside CRATE and its twins layer by layer, with forward hooks (the forward pass is unchanged).
 
-``record(model)`` is a context manager: every forward inside it appends, for each
-layer l (CRATEBlock or TransformerBlock, in the order ``model.modules()`` lists them), host
+``record(model)`` is a context manager: every forward inside it appends, for each layer l
+(CRATEBlock, CRATEAlphaBlock or TransformerBlock, in the order ``model.modules()`` lists them), host
 NumPy copies of the layer's intermediate tokens to a dict of lists, one list per key,
 indexed by layer. Shapes are (B, N, dim) for tokens, (B, heads, N, N) for attention.
 
@@ -12,13 +12,18 @@ CRATE layer l (docs/math.md §4.3 and §5; Z^l the tokens entering the layer):
     "ista_out"   Z^{l+1} = ISTA(LN2(Z^{l+1/2})), the layer's output (measure sparsity here)
     "attention"  the MSSA's per-head attention probabilities softmax(w w^T / sqrt(p))
 
-Standard (ViT, GPT, BERT) layer l:
+CRATE-alpha layer l: the CRATE keys, with the residual around the sparse coding half, plus
+    "code"       A2, the overcomplete sparse code of ISTA_in, (B, N, r dim) (measure sparsity here)
+    "ista_out"   Z^{l+1} = Z^{l+1/2} + D1 A2, the layer's output
+
+Standard (ViT, GPT, BERT; ToST, whose attention is TSSA) layer l:
     "attn_in"    LN1(Z^l), the tokens entering attention
     "attn_out"   Z^l + Attention(LN1(Z^l))
     "mlp_in"     LN2 of that
     "mlp_hidden" GELU activations inside the MLP, (B, N, mlp_dim)
     "mlp_out"    the layer's output, attn_out + MLP(mlp_in)
-    "attention"  per-head attention probabilities softmax(q k^T / sqrt(p))
+    "attention"  per-head attention probabilities softmax(q k^T / sqrt(p)); for ToST the
+                 memberships Pi (B, heads, N) of each token to each head (TSSA has no N x N map)
 
 Example::
 
@@ -41,12 +46,15 @@ from typing import Any
 import numpy as np
 
 from whitebox import backend
+from whitebox.crate.alpha import CRATEAlphaBlock
 from whitebox.crate.crate_block import CRATEBlock
 from whitebox.crate.transformer_block import TransformerBlock
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 
 CRATE_KEYS = ("mssa_in", "mssa_out", "ista_in", "ista_out", "attention")
+ALPHA_KEYS = (*CRATE_KEYS, "code")
+LAYERS = (CRATEBlock, CRATEAlphaBlock, TransformerBlock)
 TRANSFORMER_KEYS = ("attn_in", "attn_out", "mlp_in", "mlp_hidden", "mlp_out", "attention")
 
 
@@ -70,6 +78,20 @@ def _kept_attention(m: Module, inputs: tuple, out: Any) -> Any:
 Picker = Callable[[Module, tuple, Any], Any]
 
 
+def _sparse_code(block: CRATEAlphaBlock) -> Picker:
+    def pick(m: Module, inputs: tuple, out: Any) -> Any:
+        with no_grad():
+            return block.ista.code(out)
+
+    return pick
+
+
+def _keys(block: Module) -> tuple[str, ...]:
+    if isinstance(block, CRATEAlphaBlock):
+        return ALPHA_KEYS
+    return CRATE_KEYS if isinstance(block, CRATEBlock) else TRANSFORMER_KEYS
+
+
 def _layer_hooks(block: Module) -> list[tuple[Module, str, Picker]]:
     """(module, key, picker): after ``module``'s forward, record picker(module, inputs, output) under key."""
     if isinstance(block, CRATEBlock):
@@ -79,6 +101,15 @@ def _layer_hooks(block: Module) -> list[tuple[Module, str, Picker]]:
             (block[1], "mssa_out", _first_input),
             (block[1].norm, "ista_in", _output),
             (block[1], "ista_out", _output),
+        ]
+    if isinstance(block, CRATEAlphaBlock):
+        return [
+            (block[0].norm, "mssa_in", _output),
+            (block[0].fn, "attention", _kept_attention),
+            (block[1], "mssa_out", _first_input),
+            (block[1].norm, "ista_in", _output),
+            (block[1].norm, "code", _sparse_code(block)),
+            (block, "ista_out", _output),
         ]
     return [
         (block[0].norm, "attn_in", _output),
@@ -99,19 +130,21 @@ def _recorder(into: list[np.ndarray], pick: Picker) -> Callable[[Module, tuple, 
 
 @contextlib.contextmanager
 def record(model: Module) -> Iterator[dict[str, list[np.ndarray]]]:
-    """Record every CRATE/standard layer's intermediates during the forwards inside the block.
+    """Record every CRATE / CRATE-alpha / standard layer's intermediates during the forwards inside the block.
 
-    Yields the dict described in the module docstring (keys CRATE_KEYS or TRANSFORMER_KEYS, or both
-    for a model mixing the two). Attention maps are kept only while recording; hooks and
-    ``keep_attention`` flags are restored on exit.
+    Yields the dict described in the module docstring (keys CRATE_KEYS, ALPHA_KEYS or
+    TRANSFORMER_KEYS, or several for a model mixing them). Attention maps are kept only while
+    recording; hooks and ``keep_attention`` flags are restored on exit.
     """
-    blocks = [m for m in model.modules() if isinstance(m, CRATEBlock | TransformerBlock)]
+    blocks = [m for m in model.modules() if isinstance(m, LAYERS)]
     if not blocks:
-        raise ValueError(f"record: {type(model).__name__} has no CRATEBlock or TransformerBlock layers")
+        raise ValueError(
+            f"record: {type(model).__name__} has no CRATEBlock, CRATEAlphaBlock or TransformerBlock layers"
+        )
     rec: dict[str, list[np.ndarray]] = {}
     handles, flags = [], []
     for block in blocks:
-        for key in CRATE_KEYS if isinstance(block, CRATEBlock) else TRANSFORMER_KEYS:
+        for key in _keys(block):
             rec.setdefault(key, [])
         attn = block[0].fn
         flags.append((attn, attn.keep_attention))

@@ -15,12 +15,13 @@ its *past*. ``causal = False`` lets every token attend to every other (masked-to
 prediction, BERT's objective): compression of a bidirectional window, which is what
 filling a gap needs.
 
-The blocks are a parameter too (``transformer``); ``whitebox.crate.language`` builds the four
-models: CRATE or standard blocks, causal or bidirectional.
+The blocks are a parameter too (``transformer``); ``whitebox.crate.language`` builds the models:
+CRATE or standard blocks, causal or bidirectional, and the causal CRATE-alpha and ToST.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -100,8 +101,22 @@ class TokenModel(Module):
         cropped), takes the last position's logits z, and samples from softmax(z / temperature)
         restricted to the ``top_k`` largest (ties: the lower id first); ``top_k=1`` is greedy
         decoding (argmax). ``seed`` seeds the sampler, so a call is reproducible. Runs in eval
-        mode (no dropout) and restores the previous mode.
+        mode (no dropout) and restores the previous mode. ``stream`` yields the same tokens one
+        at a time.
         """
+        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        new = list(self.stream(ids, max_new_tokens, temperature, top_k, seed))
+        return np.concatenate([ids, np.asarray(new, dtype=np.int64)])
+
+    def stream(
+        self,
+        prompt_ids: Any,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ) -> Iterator[int]:
+        """The tokens ``generate`` appends, yielded as each is sampled."""
         if not self.causal:
             raise ValueError(
                 f"generate: {type(self).__name__} is bidirectional; sampling needs a causal model"
@@ -120,8 +135,9 @@ class TokenModel(Module):
                 keep = np.argsort(-logits, kind="stable")[:top_k]
                 z = logits[keep] / temperature
                 p = np.exp(z - z.max())
-                ids = np.append(ids, keep[rng.choice(len(keep), p=p / p.sum())])
-        return ids
+                token = int(keep[rng.choice(len(keep), p=p / p.sum())])
+                ids = np.append(ids, token)
+                yield token
 
     def extra_repr(self) -> str:
         sizes = f"vocab_size={self.vocab_size}, block_size={self.block_size}, dim={self.dim}"

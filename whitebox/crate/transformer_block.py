@@ -30,15 +30,23 @@ class FeedForward(Module):
 
 
 class TransformerBlock(PreNormBlock):
-    """One standard layer: item 0 = PreNorm(Attention), item 1 = PreNorm(FeedForward), residuals
-    around both."""
+    """One standard layer: item 0 = PreNorm(attention), item 1 = PreNorm(FeedForward), residuals
+    around both. The attention is ``attn`` if given (ToST passes its token-statistics attention,
+    ``whitebox.crate.tssa``), else the standard ``Attention(dim, heads, dim_head, dropout)``."""
 
     residual_second = True
 
-    def __init__(
-        self, dim: int, heads: int, dim_head: int | None, mlp_dim: int, dropout: float = 0.0
+    def __init__(  # noqa: PLR0917
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int | None,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        attn: Module | None = None,
     ) -> None:
-        super().__init__(dim, Attention(dim, heads, dim_head, dropout), FeedForward(dim, mlp_dim, dropout))
+        attn = Attention(dim, heads, dim_head, dropout) if attn is None else attn
+        super().__init__(dim, attn, FeedForward(dim, mlp_dim, dropout))
 
     @property
     def mlp(self) -> FeedForward:

@@ -57,7 +57,10 @@ MNIST_FILES = _remote_files(
     },
 )
 FASHION_FILES = _remote_files(
-    ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    (  # the publisher's bucket over https, then the files in its GitHub repository
+        "https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ),
     "md5",
     {
         "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",

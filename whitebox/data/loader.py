@@ -9,6 +9,13 @@ Images stay uint8 until a batch is drawn; the batch is augmented on the host,
 moved to the device as uint8 (a quarter of the float32 bytes), and converted
 there to float32, scaled to [0, 1] and (by default) normalized with the
 dataset's train-split mean and std.
+
+With ``world_size`` W > 1 the loader is one rank's share of data-parallel
+training: the epoch's permutation is sharded by
+``whitebox.distributed.shard_indices`` (rank r takes every W-th index, the
+order padded to a multiple of W), ``batch_size`` is the per-rank batch, and
+the augmentations are drawn from ``default_rng([seed, epoch, rank])``, so
+that the ranks do not draw the same crops for different images.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import numpy as np
 from whitebox import backend
 from whitebox.data.augment import Augment
 from whitebox.data.datasets import ImageDataset
+from whitebox.distributed.sampler import shard_indices
 from whitebox.tensor import Tensor
 
 
@@ -37,6 +45,8 @@ class DataLoader:
         normalize: bool = True,
         device: str = "cpu",
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -50,6 +60,9 @@ class DataLoader:
         self.normalize = normalize
         self.device = backend.check_device(device)
         self.drop_last = drop_last
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
         C = dataset.image_shape[0]
         mean = np.asarray(dataset.mean if normalize else (0.0,) * C, dtype=np.float32).reshape(1, C, 1, 1)
@@ -65,13 +78,17 @@ class DataLoader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n, b = len(self.dataset), self.batch_size
+        n, b = -(-len(self.dataset) // self.world_size), self.batch_size  # this rank's share
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Any]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         n = len(self.dataset)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.world_size == 1:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
+        else:
+            order = shard_indices(n, self.rank, self.world_size, self.seed, self.epoch, shuffle=self.shuffle)
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             batch = self.dataset.images[idx]

@@ -8,7 +8,10 @@ Corpora (``load_corpus(name)``):
   same for a given Python version (the text changes a little between versions).
 * ``"tinyshakespeare"``: Karpathy's char-rnn corpus (1,115,394 bytes), downloaded
   once into the data cache (``whitebox.data.download``: ``$WHITEBOX_DATA`` or
-  ``~/.cache/whitebox``) and checked by size and first line before it is used.
+  ``~/.cache/whitebox``; ``python -m whitebox download tinyshakespeare``) and checked
+  by size and first line. Its publisher gives no digest, so the SHA-256 of the file
+  is recorded beside it (``tinyshakespeare.txt.sha256``) when it is first obtained
+  and verified on every load.
 
 A language model sees windows of ``block_size`` consecutive ids: the input
 x = ids[s : s + T] and the target y = ids[s + 1 : s + T + 1] (each position
@@ -22,7 +25,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from whitebox.data.download import cache_dir, fetch
+from whitebox.data.download import ChecksumError, cache_dir, fetch, file_digest, verify_file
+from whitebox.serialization import atomic_write
 
 TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -43,25 +47,49 @@ def pydoc_text() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
-def tinyshakespeare_text(opener: Callable[[str], Any] | None = None) -> str:
+def tinyshakespeare_text(opener: Callable[[str], Any] | None = None, download: bool = True) -> str:
     """The tiny Shakespeare corpus, downloaded into ``cache_dir()`` on first use (``fetch``;
-    ``opener`` replaces ``urllib.request.urlopen``, for tests)."""
-    path = fetch(
-        TINYSHAKESPEARE_URL,
-        cache_dir() / "tinyshakespeare.txt",
-        size=TINYSHAKESPEARE_SIZE,
-        first_line=TINYSHAKESPEARE_FIRST_LINE,
-        opener=opener,
-    )
+    ``opener`` replaces ``urllib.request.urlopen``, for tests) and verified against the
+    checksum recorded then. A failed download raises ``FileNotFoundError`` (naming the download
+    command unless ``download``: called by it), a changed file ``ChecksumError``."""
+    path = cache_dir() / "tinyshakespeare.txt"
+    recorded = path.with_name(path.name + ".sha256")
+    hint = "delete it and run `python -m whitebox download tinyshakespeare`"
+    if not path.is_file():
+        try:
+            fetch(TINYSHAKESPEARE_URL, path, size=TINYSHAKESPEARE_SIZE,
+                  first_line=TINYSHAKESPEARE_FIRST_LINE, opener=opener)  # fmt: skip
+        except OSError as exc:  # URLError is an OSError
+            again = "" if download else "; run `python -m whitebox download tinyshakespeare` where it is"
+            raise FileNotFoundError(
+                f"tinyshakespeare is not in the cache ({path}) and could not be downloaded "
+                f"from {TINYSHAKESPEARE_URL}: {exc}{again}"
+            ) from None
+        recorded.unlink(missing_ok=True)
+    if recorded.is_file():
+        verify_file(
+            path, "sha256", recorded.read_text().strip(), f"the file changed since it was obtained; {hint}"
+        )
+    else:  # first obtained now, or cached before digests were recorded: check, then record
+        data = path.read_bytes()
+        if len(data) != TINYSHAKESPEARE_SIZE or not data.startswith(
+            TINYSHAKESPEARE_FIRST_LINE.encode() + b"\n"
+        ):
+            raise ChecksumError(f"{path} is not the published corpus (size or first line differ); {hint}")
+        digest = file_digest(path, "sha256")
+        atomic_write(recorded, lambda f: f.write(digest.encode() + b"\n"))
     return path.read_text(encoding="utf-8")
 
 
-def load_corpus(name: str = "pydoc") -> str:
-    """The text of corpus ``name`` (one of ``CORPORA``)."""
+def load_corpus(
+    name: str = "pydoc", download: bool = False, opener: Callable[[str], Any] | None = None
+) -> str:
+    """The text of corpus ``name`` (one of ``CORPORA``); ``download``: called to download it (the
+    errors say so), ``opener``: see ``tinyshakespeare_text``."""
     if name == "pydoc":
         return pydoc_text()
     if name == "tinyshakespeare":
-        return tinyshakespeare_text()
+        return tinyshakespeare_text(opener, download)
     raise ValueError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)}")
 
 

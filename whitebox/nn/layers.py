@@ -102,6 +102,13 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class Identity(Module):
+    """y = x (no parameters): where the official code uses ``nn.Identity``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
 class ReLU(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)

@@ -135,10 +135,11 @@ class Module:
         own.update(self._named_tensors("_buffers"))
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
+        shape = {k: tuple(v.shape) if hasattr(v, "shape") else np.shape(v) for k, v in state.items()}
         wrong = [
-            f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {own[k].shape}"
+            f"{k}: checkpoint {shape[k]} vs model {own[k].shape}"
             for k in own
-            if k in state and tuple(np.shape(state[k])) != own[k].shape
+            if k in state and shape[k] != own[k].shape
         ]
         problems = []
         if strict and missing:
@@ -147,6 +148,11 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if wrong:
             problems.append("shape mismatches: " + "; ".join(wrong))
+        if own and state and len(missing) == len(own):
+            problems.append(
+                f"no key of the state dict matches the model (model keys start {sorted(own)[:3]}, "
+                f"given keys start {sorted(state)[:3]})"
+            )
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + " | ".join(problems))
         for k, t in own.items():

@@ -2,7 +2,8 @@
 
 softmax, log_softmax and logsumexp are stable (shift by the max) and give no
 NaN on a row masked entirely with -inf: softmax is 0 there, logsumexp -inf,
-and no gradient flows.
+and no gradient flows. A NaN anywhere in a row makes the whole row NaN, as in
+NumPy and PyTorch.
 """
 
 from __future__ import annotations
@@ -16,20 +17,30 @@ from whitebox.tensor import Tensor, make
 
 
 def _shifted_exp(x: Any, axis: int) -> tuple[Any, Any, Any]:
-    """(e, s, m): e = exp(x - m), s = sum(e), with m the row max (0 on an all -inf row)."""
+    """(e, s, m): e = exp(x - m), s = sum(e), with m the row max (0 on an all -inf row).
+
+    A NaN in a row makes its max NaN, so NaN spreads over the whole row.
+    """
     xp = backend.array_module(x)
     m = x.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0).astype(x.dtype, copy=False)
-    e = xp.exp(x - m)
+    m = xp.where(m == -xp.inf, 0, m).astype(x.dtype, copy=False)
+    e = x - m
+    xp.exp(e, out=e)
     return e, e.sum(axis=axis, keepdims=True), m
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """softmax(x)_i = e^{x_i} / sum_j e^{x_j}; VJP: p * (g - sum(g p))."""
     xp = x.xp
-    e, s, _ = _shifted_exp(x.data, axis)
-    p = e / xp.where(s > 0, s, 1)
-    return make(p, (x,), lambda g: (p * (g - (g * p).sum(axis=axis, keepdims=True)),))
+    p, s, _ = _shifted_exp(x.data, axis)
+    p /= xp.where(s > 0, s, 1)  # e is a fresh array: normalize it in place
+
+    def backward(g: Any) -> tuple[Any]:
+        dx = g - (g * p).sum(axis=axis, keepdims=True)
+        dx *= p
+        return (dx,)
+
+    return make(p, (x,), backward)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
@@ -39,8 +50,15 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     with np.errstate(divide="ignore"):
         lse = m + xp.log(xp.where(s > 0, s, 1))
     out = x.data - lse
-    p = e / xp.where(s > 0, s, 1)
-    return make(out, (x,), lambda g: (g - p * g.sum(axis=axis, keepdims=True),))
+    p = e
+    p /= xp.where(s > 0, s, 1)
+
+    def backward(g: Any) -> tuple[Any]:
+        dx = p * g.sum(axis=axis, keepdims=True)
+        xp.subtract(g, dx, out=dx)
+        return (dx,)
+
+    return make(out, (x,), backward)
 
 
 def logsumexp(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:
@@ -66,6 +84,8 @@ def layer_norm(
 
     VJP with xhat the normalized input, r = 1/sqrt(var + eps), gh = g * weight:
     dx = r (gh - mean(gh) - xhat mean(gh xhat)); dweight = sum g xhat; dbias = sum g.
+    The backward forms P = g xhat once: its column sums are dweight and P @ weight / d is
+    mean(gh xhat); sums over rows (of length d) and columns are matrix-vector products.
     """
     d = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
@@ -84,16 +104,21 @@ def layer_norm(
 
     def backward(g: Any) -> tuple[Any, ...]:
         g2 = g.reshape(-1, d)
+        ones = xp.ones(g2.shape[0], dtype=g2.dtype)
+        P = g2 * xhat
+        dweight = ones @ P if weight is not None and weight.requires_grad else None
+        proj = (P @ weight.data) * (1 / d) if weight is not None else P @ mean_vec
         gh = g2 * weight.data if weight is not None else g2.copy()
-        proj = (xp.einsum("ij,ij->i", gh, xhat) / d)[:, None]
-        gh -= (gh @ mean_vec)[:, None]
-        gh -= xhat * proj
+        mean_gh = gh @ mean_vec
+        xp.multiply(xhat, proj[:, None], out=P)  # P is free again: xhat mean(gh xhat)
+        gh -= P
+        gh -= mean_gh[:, None]
         gh *= rstd
         grads = [gh.reshape(x.shape)]
         if weight is not None:
-            grads.append((g2 * xhat).sum(axis=0) if weight.requires_grad else None)
+            grads.append(dweight)
         if bias is not None:
-            grads.append(g2.sum(axis=0) if bias.requires_grad else None)
+            grads.append(ones @ g2 if bias.requires_grad else None)
         return tuple(grads)
 
     return make(out.reshape(x.shape), parents, backward)

@@ -70,6 +70,8 @@ def _check_square(A: Tensor, op: str) -> None:
 
 def _cholesky_array(A: Tensor, op: str) -> Any:
     xp = A.xp
+    if not bool(xp.isfinite(A.data).all()):
+        raise ValueError(f"{op}: the matrix of shape {A.shape} has NaN or infinite entries")
     try:
         L = xp.linalg.cholesky(A.data)
     except Exception as exc:  # numpy.linalg.LinAlgError

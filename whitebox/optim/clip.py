@@ -16,7 +16,8 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6
     without a gradient are skipped. Returns N (before clipping) as a Python float.
     """
     with_grad = [p for p in params if p.grad is not None]
-    total = math.sqrt(sum(float(p.grad.ravel() @ p.grad.ravel()) for p in with_grad))
+    # Summed on the parameters' device, read back once (one device synchronize, not one per parameter).
+    total = math.sqrt(float(sum(p.grad.ravel() @ p.grad.ravel() for p in with_grad)))
     coef = max_norm / (total + eps)
     if coef < 1:
         for p in with_grad:

@@ -9,6 +9,7 @@ with p's dtype. ``step()`` visits the parameters in order, skips those whose
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -33,8 +34,6 @@ class Optimizer:
                 raise TypeError(f"{type(self).__name__}: parameter {i} is a {type(p).__name__}, not a Tensor")
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{type(self).__name__}: a parameter appears more than once in the list")
-        if lr < 0:
-            raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {lr}")
         self.lr = lr
         self.state: dict[int, dict[str, Any]] = {}
 
@@ -47,7 +46,10 @@ class Optimizer:
     def lr(self, value: float) -> None:
         # A Python float, so that NumPy's weak-scalar rule keeps float32 updates in float32
         # (a NumPy float64 scalar would upcast them).
-        self._lr = float(value)
+        value = float(value)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{type(self).__name__}: lr must be a finite number >= 0, got {value}")
+        self._lr = value
 
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (the next backward() starts from zero)."""

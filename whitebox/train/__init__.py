@@ -20,7 +20,8 @@ from whitebox.train.config import (
     validate,
     write_config,
 )
-from whitebox.train.loop import epoch_seed, fit, load_checkpoint, read_metrics, save_checkpoint
+from whitebox.train.loop import epoch_seed, fit
+from whitebox.train.run_files import load_checkpoint, read_metrics, save_checkpoint
 from whitebox.train.task import Task, open_run, train
 
 __all__ = [

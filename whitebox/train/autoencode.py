@@ -25,6 +25,7 @@ import numpy as np
 from whitebox import backend
 from whitebox.crate import CRATEMAE, PRESETS, ViTMAE
 from whitebox.data import DataLoader, ImageDataset, load_dataset
+from whitebox.distributed import Communicator
 from whitebox.nn import Module
 from whitebox.probe import extract_features, knn_accuracy, linear_probe
 from whitebox.tensor import Tensor, no_grad
@@ -96,11 +97,17 @@ class MaskedAutoencoding(Task):
 
     config: MAEConfig
 
-    def __init__(self, config: MAEConfig, run_dir: Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: MAEConfig, run_dir: Path, comm: Communicator | None = None) -> None:
+        super().__init__(config, run_dir, comm)
         self.train_set = load_dataset(config.data, "train")
-        self.loader = DataLoader(
-            self.train_set, config.batch_size, shuffle=True, seed=config.seed, device=config.device
+        self.loader = DataLoader(  # this rank's share of each epoch
+            self.train_set,
+            self.comm.local_batch_size(config.batch_size),
+            shuffle=True,
+            seed=config.seed,
+            device=config.device,
+            rank=self.comm.rank,
+            world_size=self.comm.world_size,
         )
         self.steps_per_epoch = len(self.loader)
         self._test: ImageDataset | None = None
@@ -133,16 +140,21 @@ class MaskedAutoencoding(Task):
         return next(iter(loader))[0]
 
     def evaluate(self, model: Module, limit: int | None = None) -> dict[str, float]:
-        """Masked-patch MSE on the first ``limit`` test images (None: all), on the fixed masks."""
+        """Masked-patch MSE on the first ``limit`` test images (None: all), on the fixed masks; each
+        rank scores every ``world_size``-th image and the sums are added up over the ranks."""
         test = self.test_set()
         n = len(test) if limit is None else min(limit, len(test))
-        noise = heldout_noise(len(test), model.num_patches)[:n]
-        total = 0.0
+        noise = heldout_noise(len(test), model.num_patches)
+        mine = np.arange(n)[self.comm.rank :: self.comm.world_size]
+        total, hidden = 0.0, 0.0
         with no_grad(), model.evaluating():
-            for start in range(0, n, 250):
-                images = self.images(test, np.arange(start, min(n, start + 250)))
-                total += model(images, noise=noise[start : start + 250])[0].item() * len(images)
-        return {"masked_mse": total / n}
+            for start in range(0, len(mine), 250):
+                idx = mine[start : start + 250]
+                loss, _, mask = model(self.images(test, idx), noise=noise[idx])
+                count = float(mask.numpy().sum())  # the loss is a mean over the hidden patches
+                total, hidden = total + loss.item() * count, hidden + count
+        total, hidden = self.comm.allreduce_sum([total, hidden])
+        return {"masked_mse": float(total / hidden)}
 
     def heldout_images(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]:
         """``n`` test images spread evenly over the test split (every class appears where the

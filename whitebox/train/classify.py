@@ -1,4 +1,5 @@
-"""Image classification: CRATE or ViT on a named dataset (``ImageConfig``, task "image").
+"""Image classification: CRATE, ViT, CRATE-alpha or ToST on a named dataset or your own images
+(``ImageConfig``, task "image").
 
 ``image_config`` resolves a run: the preset (a key of ``whitebox.crate.PRESETS``), with the image
 size, channels and number of classes of the dataset and any ``overrides`` (dim, depth, heads,
@@ -10,6 +11,12 @@ the label-smoothed cross-entropy
 on the train split, with random crops (zero padding 2 for 28 px images, 4 for 32 px) and, where
 the dataset allows it (``flip_ok``), horizontal flips; held-out accuracy is measured on the test
 split after every epoch.
+
+Your own images (``data`` the path of an .npz file or an image folder) are read by
+``whitebox.data.user_images`` with the config's ``image_size`` and ``val_fraction`` and a fixed
+split seed; a run on them records the source's SHA-256, class names and normalization in
+``data.json`` (``whitebox.train.data_source``), and reading them again for a trained run checks
+that the bytes are the ones it was trained on.
 """
 
 from __future__ import annotations
@@ -22,31 +29,40 @@ import numpy as np
 
 import whitebox.functional as F
 from whitebox import backend
-from whitebox.crate import CRATE, PRESETS, ViT
+from whitebox.crate import CRATE, PRESETS, CRATEAlpha, ToST, ViT
 from whitebox.data import DataLoader, ImageDataset, RandomCrop, RandomHorizontalFlip, load_dataset
 from whitebox.data.augment import Augment, Compose
+from whitebox.data.datasets import available_datasets
+from whitebox.distributed import Communicator
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
+from whitebox.train import data_source
 from whitebox.train.config import ConfigError, ImageConfig, validate
 from whitebox.train.task import Task, open_run
 
-MODELS = {"crate": CRATE, "vit": ViT}
-ARCH_NAMES = {"crate": "CRATE", "vit": "ViT"}
+MODELS = {"crate": CRATE, "vit": ViT, "crate-alpha": CRATEAlpha, "tost": ToST}
+ARCH_NAMES = {"crate": "CRATE", "vit": "ViT", "crate-alpha": "CRATE-alpha", "tost": "ToST"}
 #: Zero padding of the random crop, by image side.
 CROP_PADDING = {28: 2, 32: 4}
 
 
+def arch(model: str) -> str:
+    """The ARCHITECTURES key of the CLI's model name ``model`` ('crate-alpha' -> 'crate_alpha')."""
+    return model.replace("-", "_")
+
+
 def preset_names(model: str) -> list[str]:
-    """The presets of architecture ``model``, without the 'crate_' / 'vit_' prefix."""
-    return [name.split("_", 1)[1] for name, cfg in PRESETS.items() if cfg["arch"] == model]
+    """The presets of architecture ``model``, without the architecture prefix ('crate_', 'tost_', ...)."""
+    prefix = arch(model) + "_"
+    return [name.removeprefix(prefix) for name, cfg in PRESETS.items() if cfg["arch"] == arch(model)]
 
 
 def resolve_preset(model: str, preset: str) -> str:
     """The PRESETS key for ``preset`` ('mnist_tiny' or 'crate_mnist_tiny') of architecture ``model``."""
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    for name in (f"{model}_{preset}", preset):
-        if name in PRESETS and PRESETS[name]["arch"] == model:
+    for name in (f"{arch(model)}_{preset}", preset):
+        if name in PRESETS and PRESETS[name]["arch"] == arch(model):
             return name
     raise ConfigError(f"unknown {model} preset {preset!r}; choose one of {', '.join(preset_names(model))}")
 
@@ -80,17 +96,29 @@ def image_config(
     """A complete, validated run config; ``settings`` are ``ImageConfig`` fields (None: default),
     ``overrides`` constructor arguments of the model. ``warmup_steps`` defaults to one epoch."""
     settings = {k: v for k, v in settings.items() if v is not None}
+    if "lr" in settings and "min_lr" not in settings:  # the default floor never exceeds an explicit lr
+        settings["min_lr"] = min(ImageConfig.min_lr, settings["lr"])
     fields = {f.name for f in dataclasses.fields(ImageConfig)} - {"model", "preset", "data", "model_args"}
     unknown = sorted(set(settings) - fields)
     if unknown:
         raise ConfigError(f"image_config: unknown settings {', '.join(unknown)}")
+    data = data_source.resolve(data, available_datasets(), "dataset")
     config = validate(ImageConfig(model=model, preset=resolve_preset(model, preset), data=data, **settings))
     backend.check_device(config.device)
-    train = load_dataset(data, "train")
+    if data_source.is_builtin(data, available_datasets()):
+        given = sorted({"image_size", "val_fraction"} & set(settings))
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ConfigError(
+                f"{flags}: for your own images (--data PATH), not the built-in dataset {data!r}"
+            )
+        train = load_dataset(data, "train")
+    else:
+        train = data_source.read_own_images(config).train
     config.model_args = model_args(model, preset, train, **(overrides or {}))
     if "warmup_steps" not in settings:
         config.warmup_steps = -(-len(train) // config.batch_size)
-    return config
+    return validate(config)
 
 
 def augmentation(dataset: ImageDataset) -> Augment:
@@ -102,8 +130,11 @@ def augmentation(dataset: ImageDataset) -> Augment:
     return Compose(steps)
 
 
-def accuracy(model: Module, loader: DataLoader, label_smoothing: float = 0.0) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``, in eval mode."""
+def accuracy(
+    model: Module, loader: DataLoader, label_smoothing: float = 0.0, comm: Communicator | None = None
+) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``, in eval mode; with
+    ``comm``, over the loaders of every rank (the counts and sums are added up over the ranks)."""
     correct, loss, n = 0, 0.0, 0
     with no_grad(), model.evaluating():
         for images, labels in loader:
@@ -111,27 +142,35 @@ def accuracy(model: Module, loader: DataLoader, label_smoothing: float = 0.0) ->
             loss += F.cross_entropy(logits, labels, label_smoothing=label_smoothing).item() * len(labels)
             correct += int((logits.data.argmax(-1) == labels).sum())
             n += len(labels)
+    if comm is not None:
+        correct, loss, n = comm.allreduce_sum([correct, loss, n])
     return {"acc": correct / n, "loss": loss / n}
 
 
-class ImageClassification(Task):
+class ImageClassification(data_source.ImageSource, Task):
     """The "image" task: label-smoothed cross-entropy, held-out accuracy (module docstring)."""
 
     config: ImageConfig
 
-    def __init__(self, config: ImageConfig, run_dir: Path) -> None:
-        super().__init__(config, run_dir)
-        train = load_dataset(config.data, "train")
-        self.loader = DataLoader(
+    def __init__(self, config: ImageConfig, run_dir: Path, comm: Communicator | None = None) -> None:
+        super().__init__(config, run_dir, comm)
+        train = self.dataset("train")
+        self.loader = DataLoader(  # this rank's share of each epoch
             train,
-            config.batch_size,
+            self.comm.local_batch_size(config.batch_size),
             shuffle=True,
             seed=config.seed,
             augment=augmentation(train) if config.augment else None,
             device=config.device,
+            rank=self.comm.rank,
+            world_size=self.comm.world_size,
         )
         self.steps_per_epoch = len(self.loader)
         self._test: DataLoader | None = None
+
+    def prepare(self, resume: bool) -> None:
+        """Record your own images' source, class names and statistics (``data.json``)."""
+        self.record_images(resume)
 
     def build_model(self) -> Module:
         return MODELS[self.config.model](**self.config.model_args)
@@ -147,20 +186,24 @@ class ImageClassification(Task):
         return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing), {"acc": acc}
 
     def test_loader(self, batch_size: int = 500) -> DataLoader:
-        """The test split, in order, normalized with the train statistics."""
+        """This rank's share of the test split (every ``world_size``-th image), in order, normalized
+        with the train statistics."""
         if self._test is None:
-            test = load_dataset(self.config.data, "test")
+            test = self.dataset("test")
+            if self.comm.world_size > 1:
+                mine = slice(self.comm.rank, None, self.comm.world_size)
+                test = dataclasses.replace(test, images=test.images[mine], labels=test.labels[mine])
             self._test = DataLoader(test, batch_size, shuffle=False, device=self.config.device)
         return self._test
 
     def evaluate(self, model: Module, limit: int | None = None) -> dict[str, float]:
-        """Test-split accuracy and cross-entropy (``limit`` is ignored: the whole split)."""
-        return accuracy(model, self.test_loader())
+        """Test-split accuracy and cross-entropy over every rank (``limit`` is ignored: the whole split)."""
+        return accuracy(model, self.test_loader(), comm=self.comm)
 
     def heldout_images(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """``n`` test images spread evenly over the test split (every class appears even where the
         split is sorted by class, as mnist5k's is): (normalized Tensor, raw uint8 (n, C, H, W), labels)."""
-        test = load_dataset(self.config.data, "test")
+        test = self.dataset("test")
         idx = np.unique(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int))
         subset = dataclasses.replace(test, images=test.images[idx], labels=test.labels[idx])
         loader = DataLoader(subset, len(idx), shuffle=False, device=self.config.device)

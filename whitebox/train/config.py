@@ -4,7 +4,7 @@
 its learning-rate schedule, seed, device); each task adds its fields in a subclass registered
 with ``@register("task name")``:
 
-    ImageConfig   ("image")  image classification (CRATE or ViT on a named dataset)
+    ImageConfig   ("image")  image classification (CRATE, ViT, CRATE-alpha, ToST on a named dataset)
     LMConfig      ("lm")     language modelling (next-token prediction)
     MLMConfig     ("mlm")    masked language modelling (adds ``mask_prob``)
     MAEConfig     ("mae")    masked autoencoding of images (CRATE-MAE or its ViT-MAE twin)
@@ -31,9 +31,18 @@ from typing import Any, ClassVar, TypeVar
 
 from whitebox.nn import Module
 from whitebox.optim import AdamW, Lion
-from whitebox.train.loop import CONFIG, save_config
+from whitebox.train.run_files import CONFIG, save_config
 
 CONFIG_VERSION = 2
+#: The longest context a language run may ask for (attention memory grows as its square).
+MAX_BLOCK_SIZE = 4096
+#: Image model arguments checked like config fields (``model_args`` is a free dict).
+_MODEL_ARG_SPECS = {
+    "dropout": {"low": 0, "high": 1, "below": True},
+    "emb_dropout": {"low": 0, "high": 1, "below": True},
+    "eta": {"low": 0},
+    "lam": {"low": 0},
+}
 OPTIMIZERS = {"adamw": AdamW, "lion": Lion}
 
 C = TypeVar("C", bound="TrainConfig")
@@ -44,10 +53,18 @@ class ConfigError(ValueError):
 
 
 def spec(default: Any, *, low: float | None = None, high: float | None = None, above: bool = False,
-         choices: tuple[Any, ...] | None = None, optional: bool = False) -> Any:  # fmt: skip
-    """A dataclass field with its allowed values: ``low <= x <= high`` (``low < x`` with ``above``),
-    one of ``choices``; ``optional`` allows None."""
-    meta = {"low": low, "high": high, "above": above, "choices": choices, "optional": optional}
+         below: bool = False, choices: tuple[Any, ...] | None = None,
+         optional: bool = False) -> Any:  # fmt: skip
+    """A dataclass field with its allowed values: ``low <= x <= high`` (``low < x`` with ``above``,
+    ``x < high`` with ``below``), one of ``choices``; ``optional`` allows None."""
+    meta = {
+        "low": low,
+        "high": high,
+        "above": above,
+        "below": below,
+        "choices": choices,
+        "optional": optional,
+    }
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -95,11 +112,14 @@ def config_class(task: str) -> type[TrainConfig]:
 @register("image")
 @dataclasses.dataclass(kw_only=True)
 class ImageConfig(TrainConfig):
-    """Image classification: ``model`` (a ``model_args`` constructor) on dataset ``data``."""
+    """Image classification: ``model`` (a ``model_args`` constructor) on dataset ``data`` (a name,
+    or the path of an .npz file or image folder: ``image_size`` and ``val_fraction`` apply to those)."""
 
-    model: str = spec("crate", choices=("crate", "vit"))
+    model: str = spec("crate", choices=("crate", "vit", "crate-alpha", "tost"))
     preset: str = spec("crate_mnist_tiny")  # the whitebox.crate.PRESETS key model_args started from
     data: str = spec("mnist5k")
+    image_size: int | None = spec(None, low=1, optional=True)  # your own images: resized to this
+    val_fraction: float = spec(0.1, low=0, high=1, above=True)  # your own images: held out if no test split
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     min_lr: float = spec(1e-5, low=0)
     label_smoothing: float = spec(0.1, low=0, high=1)
@@ -111,7 +131,7 @@ class ImageConfig(TrainConfig):
 class LMConfig(TrainConfig):
     """Language modelling: next-token prediction on windows of ``block_size`` tokens."""
 
-    model: str = spec("crate", choices=("crate", "gpt"))
+    model: str = spec("crate", choices=("crate", "gpt", "crate-alpha", "tost"))
     preset: str = spec("small")  # the size preset the sizes below started from
     data: str = spec("pydoc")
     tokenizer: str = spec("char", choices=("char", "bpe"))
@@ -121,14 +141,14 @@ class LMConfig(TrainConfig):
     batch_size: int = spec(32, low=1)
     weight_decay: float = spec(0.01, low=0)
     warmup_steps: int = spec(50, low=0)
-    block_size: int = spec(64, low=1)
+    block_size: int = spec(64, low=1, high=MAX_BLOCK_SIZE)
     dim: int = spec(128, low=1)
     depth: int = spec(4, low=1)
     heads: int = spec(4, low=1)
     dim_head: int | None = spec(None, low=1, optional=True)
-    dropout: float = spec(0.0, low=0, high=1)
-    eta: float = spec(0.1, low=0)  # CRATE only: ISTA step size
-    lam: float = spec(0.1, low=0)  # CRATE only: ISTA sparsity weight
+    dropout: float = spec(0.0, low=0, high=1, below=True)
+    eta: float = spec(0.1, low=0)  # CRATE and CRATE-alpha only: ISTA step size
+    lam: float = spec(0.1, low=0)  # CRATE and CRATE-alpha only: ISTA sparsity weight
     val_fraction: float = spec(0.1, low=0, high=1, above=True)
     eval_windows: int = spec(64, low=1)  # validation windows scored after each epoch
 
@@ -171,11 +191,17 @@ def _check(name: str, value: Any, kind: Any, meta: dict[str, Any]) -> None:
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
-    low, high = meta.get("low"), meta.get("high")
-    if low is not None and (value <= low if meta.get("above") else value < low):
-        raise ConfigError(f"{name} must be {'>' if meta.get('above') else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ConfigError(f"{name} must be <= {high}, got {value!r}")
+    low, high, above, below = meta.get("low"), meta.get("high"), meta.get("above"), meta.get("below")
+    too_low = low is not None and (value <= low if above else value < low)
+    too_high = high is not None and (value >= high if below else value > high)
+    if too_low or too_high:
+        if low is not None and high is not None:
+            valid = f"in {'(' if above else '['}{low}, {high}{')' if below else ']'}"
+        elif low is not None:
+            valid = f"{'>' if above else '>='} {low}"
+        else:
+            valid = f"{'<' if below else '<='} {high}"
+        raise ConfigError(f"{name} must be {valid}, got {value!r}")
 
 
 def validate(config: C) -> C:
@@ -187,6 +213,12 @@ def validate(config: C) -> C:
             setattr(config, f.name, float(value))
     if isinstance(config, LMConfig) and config.dim_head is None and config.dim % config.heads:
         raise ConfigError(f"dim {config.dim} is not divisible by {config.heads} heads; set dim_head")
+    if config.min_lr > config.lr:
+        raise ConfigError(f"min_lr {config.min_lr} is above lr {config.lr}: min_lr must be in [0, lr]")
+    if isinstance(config, ImageConfig):
+        for key, meta in _MODEL_ARG_SPECS.items():
+            if config.model_args.get(key) is not None:
+                _check(key, config.model_args[key], "float", meta)
     if isinstance(config, MAEConfig) and config.mask_ratio >= 1:
         raise ConfigError(f"mask_ratio must be < 1 (some patches stay visible), got {config.mask_ratio}")
     return config
@@ -239,8 +271,103 @@ def write_config(run_dir: Path, config: TrainConfig) -> Path:
 
 
 def read_config(run_dir: Path) -> TrainConfig:
-    """The config of ``run_dir/config.json``."""
-    return from_dict(json.loads((Path(run_dir) / CONFIG).read_text()))
+    """The config of ``run_dir/config.json``; a missing, torn or invalid file is a ``ConfigError``."""
+    path = Path(run_dir) / CONFIG
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: {run_dir} is not a run directory (or was damaged)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON (a torn or edited file?): {exc}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path} holds a JSON {type(d).__name__}, not a run config")
+    try:
+        return from_dict(d)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+#: Command-line settings that only some runs take: setting -> (who takes it, test on (task, model)).
+ONLY_FOR: dict[str, tuple[str, Callable[[str, str], bool]]] = {
+    **dict.fromkeys(("steps", "tokenizer", "block_size"), ("lm/mlm runs", lambda t, m: t in ("lm", "mlm"))),
+    **dict.fromkeys(("label_smoothing", "no_augment"), ("image runs", lambda t, m: t == "image")),
+    "patch_size": ("image and mae runs", lambda t, m: t in ("image", "mae")),
+    **dict.fromkeys(("mask_ratio", "norm_pix_loss"), ("mae runs", lambda t, m: t == "mae")),
+    **dict.fromkeys(("lam", "eta"), ("crate models", lambda t, m: m == "crate")),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_applicable(task: str, model: str, given: Any) -> None:
+    """Raise ConfigError naming every setting in ``given`` that a ``task`` run of ``model`` ignores."""
+    wrong: dict[str, list[str]] = {}
+    for name in given:
+        if name in ONLY_FOR and not ONLY_FOR[name][1](task, model):
+            wrong.setdefault(ONLY_FOR[name][0], []).append(_flag(name))
+    if wrong:
+        parts = [f"{', '.join(flags)} apply only to {who}" for who, flags in wrong.items()]
+        raise ConfigError(f"{'; '.join(parts)}, not to --task {task} --model {model}")
+
+
+#: What ``--resume`` may change: the length of the run, the device, and the learning-rate schedule
+#: and clipping (read afresh at every step; the optimizer's other settings come from the checkpoint).
+RESUMABLE = ("epochs", "steps", "device", "lr", "min_lr", "warmup_steps", "clip_norm")
+
+
+def _saved_value(saved: TrainConfig, name: str, value: Any) -> tuple[str, Any, Any]:
+    """(field name, saved value, new value) of the setting ``name`` given as ``value``."""
+    if name == "task":
+        return name, saved.task, value
+    if name == "no_augment":
+        return "augment", getattr(saved, "augment", None), not value
+    full = (f"{saved.model}_{value}", f"mae_{saved.model}_{value}")  # the image and mae preset keys
+    if name == "preset" and isinstance(saved, ImageConfig | MAEConfig) and saved.preset in full:
+        return name, saved.preset, saved.preset
+    if isinstance(saved, ImageConfig | MAEConfig) and name in saved.model_args:
+        return name, saved.model_args[name], value
+    return name, getattr(saved, name, None), value
+
+
+def resume_config(saved: TrainConfig, given: dict[str, Any], done_epochs: int) -> tuple[TrainConfig, str]:
+    """The config a resumed run continues with, and a line saying what changes.
+
+    ``given``: the settings passed on the command line (name -> value); ``done_epochs``: the
+    epochs the checkpoint has completed. Only ``RESUMABLE`` settings may differ from ``saved``;
+    any other difference is a ConfigError listing all of them, as is an ``epochs`` below
+    ``done_epochs``.
+    """
+    differences = []
+    for name, value in given.items():
+        field, old, new = _saved_value(saved, name, value)
+        if name not in RESUMABLE and old != new:
+            differences.append(f"{field} {old} -> {new}")
+    if differences:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(differences)} (the run was made with the old values; "
+            "start a new --out to change them)"
+        )
+    epochs = given.get("epochs", saved.epochs)
+    if "steps" in given and isinstance(saved, LMConfig):
+        epochs = math.ceil(given["steps"] / saved.steps_per_epoch)
+    if epochs < done_epochs:
+        raise ConfigError(
+            f"the run has completed {done_epochs} epochs; a resumed run cannot be shortened to {epochs}"
+        )
+    changes = {k: given[k] for k in RESUMABLE[2:] if k in given}
+    config = validate(dataclasses.replace(saved, epochs=epochs, **changes))
+    changed = [f"{k} {getattr(saved, k)} -> {v}" for k, v in changes.items() if getattr(saved, k) != v]
+    if epochs != saved.epochs:
+        changed.insert(0, f"{saved.epochs} -> {epochs} epochs (the learning-rate schedule is stretched)")
+    if done_epochs >= epochs:
+        return config, f"the run has finished its {epochs} epochs; nothing to do (pass --epochs to extend it)"
+    return config, f"continuing after epoch {done_epochs} of {epochs}" + (
+        f" with {', '.join(changed)}" if changed else ""
+    )
 
 
 def build_optimizer(config: TrainConfig, model: Module) -> AdamW | Lion:

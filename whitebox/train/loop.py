@@ -27,11 +27,22 @@ The loop knows nothing about images or text. A task hands it
 
 After each epoch it writes, into ``run_dir``:
 
-* ``checkpoint.npz`` (``whitebox.save``; written to a temporary file, then renamed): model state,
-  optimizer state, the epoch and step just completed, the config and the seed;
-* one JSON line appended to ``metrics.jsonl``: epoch, step, lr, the epoch averages of the loss
-  metrics (``train_`` prefix), the evaluation (``eval_`` prefix), seconds and samples/s;
+* ``checkpoint.npz`` (``whitebox.save``): model state, optimizer state, the epoch and step just
+  completed, the config, the seed, the history (every epoch's record, as JSON), the first step's
+  loss and whatever ``extra`` the task carries (a language run's tokenizer);
+* ``metrics.jsonl``: one strict-JSON line per epoch (a non-finite number is written as null):
+  epoch, step, lr, the epoch averages of the loss metrics (``train_`` prefix), the evaluation
+  (``eval_`` prefix), seconds and samples/s;
 * ``config.json`` once, at the start.
+
+Every file is written whole to a temporary file and renamed (``atomic_write``), so a kill leaves
+the old file or the new one. The checkpoint is written first: ``metrics.jsonl`` is rewritten from
+the checkpoint's history on resume (a kill between the two writes loses nothing), and a torn last
+line of it (a file written by another tool) is skipped by ``read_metrics``.
+
+Nothing silent. A non-finite loss stops the run with ``DivergedError`` naming the step, the last
+finite loss and what to try; weights that are not finite are never saved. When an epoch's mean
+loss grows past ``GROWTH`` times the first step's, a warning is printed (once).
 
 With ``progress=True`` each epoch shows a tqdm bar (when stderr is a terminal) with the running
 loss, accuracy (when the metrics have ``"acc"``) and throughput in samples/s, then prints a
@@ -49,12 +60,29 @@ Example::
     history = fit(model, AdamW(model.parameters(), lr=1e-3), lambda e: loader_for(e), loss_fn,
                   epochs=10, base_lr=1e-3, warmup_steps=100, run_dir=Path("runs/x"),
                   config={"task": "image", ...}, seed=0)
+
+Data parallelism. Given a ``comm`` (``whitebox.distributed.init``) of W > 1 ranks, every rank runs
+``fit`` on its own share of each epoch (``batches(epoch)`` gives this rank's batches of B / W
+samples, the same number of steps on every rank), and the loop adds three things:
+
+* at the start, rank 0's parameters are broadcast, so every replica starts equal;
+* after ``backward()``, every gradient is replaced by its average over the ranks (an all-reduce),
+  before clipping: the mean over ranks of per-rank mean losses is the mean over the global batch,
+  so every replica takes the step one process would take with batch B;
+* at the end of an epoch the metric sums and sample counts are summed over the ranks, so the
+  record holds global averages; ``evaluate`` runs on every rank (the task shards and reduces it).
+
+Rank 0 alone writes ``run_dir`` and prints; every rank reads the checkpoint when resuming (the
+run directory must be visible to every rank), so a run resumes with any number of ranks. The
+device RNG of rank r > 0 is seeded with ``epoch_seed(seed, epoch, r)``, so dropout masks differ
+between ranks. The whole loop runs inside ``comm.guard()``: an exception on one rank ends them all.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -64,57 +92,33 @@ import numpy as np
 from tqdm import tqdm
 
 from whitebox import backend
+from whitebox.distributed import Communicator, LocalCommunicator
 from whitebox.nn import Module
 from whitebox.optim import clip_grad_norm_, warmup_cosine
-from whitebox.serialization import load, save
 from whitebox.tensor import Tensor, no_grad
+from whitebox.train.run_files import (
+    CHECKPOINT,
+    DivergedError,
+    RunError,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_config,
+    strict_record,
+    write_metrics,
+)
 
-CHECKPOINT = "checkpoint.npz"
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
+#: An epoch whose mean loss exceeds GROWTH x the first step's loss is warned about.
+GROWTH = 4.0
 
 LossFn = Callable[[Module, Any], tuple[Tensor, dict[str, float]]]
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 31-bit seed for epoch ``epoch`` of a run seeded ``seed`` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def save_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Write ``run_dir/config.json`` (sorted keys, indented)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``, one per completed epoch."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def save_checkpoint(
-    run_dir: Path, model: Module, optimizer: Any, *, epoch: int, step: int, seed: int, config: dict[str, Any]
-) -> Path:
-    """Write ``run_dir/checkpoint.npz`` (``whitebox.save`` writes a temporary file, then renames it)."""
-    path = Path(run_dir) / CHECKPOINT
-    state = {
-        "model": {k: backend.to_numpy(v) for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "seed": seed,
-        "config": config,
-    }
-    save(path, state)
-    return path
-
-
-def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read ``run_dir/checkpoint.npz``: keys model, optimizer, epoch, step, seed, config (a dict)."""
-    return load(Path(run_dir) / CHECKPOINT)
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 31-bit seed for epoch ``epoch`` of a run seeded ``seed`` (independent streams per epoch and
+    rank; rank 0 draws what a one-process run draws)."""
+    entropy = [int(seed), int(epoch)] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _num_samples(batch: Any, metrics: dict[str, float]) -> int:
@@ -122,6 +126,34 @@ def _num_samples(batch: Any, metrics: dict[str, float]) -> int:
         return int(metrics["n"])
     first = batch[0] if isinstance(batch, tuple | list) else batch
     return len(first)
+
+
+class _LossWatch:
+    """The last finite loss and the first step's, for the divergence error and the growth warning."""
+
+    def __init__(self, start: float | None) -> None:
+        self.start, self.last, self.warned = start, None, False
+
+    def see(self, value: float, step: int, lr: float) -> None:
+        if not math.isfinite(value):
+            last = "none yet" if self.last is None else f"{self.last[1]:.4g} at step {self.last[0]}"
+            raise DivergedError(
+                f"training diverged at step {step + 1}: the loss is {value} (last finite loss: {last}; "
+                f"lr {lr:.3g}); try a lower learning rate (--lr) or a tighter gradient clip (--clip-norm)"
+            )
+        self.last = (step + 1, value)
+        if self.start is None:
+            self.start = value
+
+    def check_growth(self, epoch: int, mean: float) -> None:
+        if self.warned or self.start is None or not self.start > 0 or mean <= GROWTH * self.start:
+            return
+        self.warned = True
+        print(
+            f"warning: the mean loss of epoch {epoch + 1} ({mean:.4g}) is {mean / self.start:.0f}x the "
+            f"first step's ({self.start:.4g}): the run may be diverging; try a lower --lr",
+            file=sys.stderr,
+        )
 
 
 def _train_epoch(
@@ -134,8 +166,11 @@ def _train_epoch(
     step: int,
     clip_norm: float | None,
     bar: Any,
+    watch: _LossWatch,
+    comm: Communicator,
 ) -> tuple[int, dict[str, float]]:
-    """One pass over ``batches``; returns the new step count and the n-weighted metric averages."""
+    """One pass over ``batches``; returns the new step count and the n-weighted metric averages
+    over every rank's samples."""
     params = model.parameters()
     sums: dict[str, float] = {}
     seen = 0
@@ -143,28 +178,47 @@ def _train_epoch(
     for batch in batches:
         optimizer.lr = lr_at(step)
         loss, metrics = loss_fn(model, batch)
+        value = loss.item()
+        watch.see(value, step, optimizer.lr)
         optimizer.zero_grad()
         loss.backward()
+        comm.allreduce_gradients(params)  # the mean gradient over the global batch
         if clip_norm:
             clip_grad_norm_(params, clip_norm)
         optimizer.step()
         step += 1
         n = _num_samples(batch, metrics)
         seen += n
-        for key, value in {"loss": loss.item(), **metrics}.items():
+        for key, v in {"loss": value, **metrics}.items():
             if key != "n":
-                sums[key] = sums.get(key, 0.0) + float(value) * n
+                sums[key] = sums.get(key, 0.0) + float(v) * n
         shown = {k: f"{sums[k] / seen:.4f}" for k in ("loss", "acc") if k in sums}
-        shown["samples/s"] = f"{seen / (time.perf_counter() - start):.0f}"
+        shown["samples/s"] = f"{seen * comm.world_size / (time.perf_counter() - start):.0f}"
         bar.set_postfix(shown, refresh=False)
         bar.update(1)
     if not seen:
         raise ValueError("fit: batches(epoch) yielded no batch")
-    averages = {k: v / seen for k, v in sums.items()}
+    keys = sorted(sums)  # the same keys on every rank
+    seen, *totals = comm.allreduce_sum([seen, *(sums[k] for k in keys)])
+    averages = {k: v / seen for k, v in zip(keys, totals, strict=True)}
     averages["samples"] = seen
     return step, averages
 
 
+def _guarded(fit: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[dict[str, Any]]]:
+    """``fit`` run inside ``comm.guard()`` (``comm`` None: one process), so that an exception on
+    one rank ends every rank instead of leaving them blocked in their next collective."""
+
+    @functools.wraps(fit)
+    def run(*args: Any, comm: Communicator | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        comm = comm or LocalCommunicator()
+        with comm.guard():
+            return fit(*args, comm=comm, **kwargs)
+
+    return run
+
+
+@_guarded
 def fit(
     model: Module,
     optimizer: Any,
@@ -183,14 +237,19 @@ def fit(
     evaluate: Callable[[Module], dict[str, float]] | None = None,
     resume: bool = False,
     progress: bool = True,
+    extra: dict[str, Any] | None = None,
+    comm: Communicator | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
     See the module docstring for the contract of ``batches``, ``loss_fn`` and ``evaluate``, the
-    learning-rate schedule and what is written to ``run_dir``. With ``resume=True`` and a
+    learning-rate schedule, what is written to ``run_dir`` and what ``comm`` (a
+    ``whitebox.distributed`` communicator; default: one process) changes. With ``resume=True`` and a
     checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
-    returns at once); without one it starts from scratch.
+    returns at once); without one it starts from scratch. ``extra`` (a dict of arrays and JSON
+    values) is saved into every checkpoint beside the training state.
     """
+    assert comm is not None  # ``_guarded`` gives one
     if epochs < 1:
         raise ValueError(f"fit: epochs must be >= 1, got {epochs}")
     run_dir = Path(run_dir)
@@ -203,39 +262,40 @@ def fit(
     def lr_at(step: int) -> float:
         return warmup_cosine(step + 1, total_steps, warmup_steps, base_lr, min_lr)
 
-    start_epoch, step = 0, 0
+    start_epoch, step, start_loss = 0, 0, None
+    history: list[dict[str, Any]] = []
     if resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
-        model.load_state_dict(state["model"])
+        saved_task, task = state["config"].get("task"), config.get("task")
+        if saved_task != task:
+            raise RunError(f"{run_dir / CHECKPOINT} is a {saved_task} checkpoint; this is a {task} run")
+        load_weights(model, state["model"], run_dir)
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        history = [r for r in read_metrics(run_dir) if r["epoch"] < start_epoch]
-    else:
-        history = []
-    save_config(run_dir, config)
-    (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
+        start_epoch, step, start_loss = state["epoch"] + 1, state["step"], state.get("start_loss")
+        history = [r for r in state["history"] if r["epoch"] < start_epoch]
+    comm.barrier()  # every rank has read the run directory: rank 0 may now write to it
+    comm.broadcast_parameters(model)  # every replica starts from rank 0's weights
+    if comm.is_root:
+        save_config(run_dir, config)
+        write_metrics(run_dir, history)
+    watch = _LossWatch(start_loss)
 
     for epoch in range(start_epoch, epochs):
-        backend.manual_seed(epoch_seed(seed, epoch))
+        backend.manual_seed(epoch_seed(seed, epoch, comm.rank))
         model.train()
         tic = time.perf_counter()
-        with tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=None if progress else True,  # None: no bar when stderr is not a terminal
-            leave=False,
-            dynamic_ncols=True,
-        ) as bar:
-            step, train = _train_epoch(
-                model,
-                optimizer,
-                batches(epoch),
-                loss_fn,
-                lr_at=lr_at,
-                step=step,
-                clip_norm=clip_norm,
-                bar=bar,
-            )
+        with (
+            tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                disable=None if progress and comm.is_root else True,  # None: no bar unless a terminal
+                leave=False,
+                dynamic_ncols=True,
+            ) as bar,
+            np.errstate(over="ignore", invalid="ignore"),
+        ):  # a non-finite loss is reported instead
+            step, train = _train_epoch(model, optimizer, batches(epoch), loss_fn, lr_at=lr_at, step=step,
+                                       clip_norm=clip_norm, bar=bar, watch=watch, comm=comm)  # fmt: skip
         seconds = time.perf_counter() - tic
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
         record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
@@ -244,12 +304,15 @@ def fit(
         if evaluate is not None:
             with no_grad(), model.evaluating():
                 record.update({f"eval_{k}": v for k, v in evaluate(model).items()})
-        save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config)
-        with (run_dir / METRICS).open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        record = strict_record(record)
+        watch.check_growth(epoch, train["loss"])
         history.append(record)
-        if progress:
-            tqdm.write(_summary(record, epochs))
+        if comm.is_root:  # rank 0 alone writes and prints
+            save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config,
+                            history=history, start_loss=watch.start, extra=extra)  # fmt: skip
+            write_metrics(run_dir, history)
+            if progress:
+                tqdm.write(_summary(record, epochs))
     model.eval()
     return history
 

@@ -11,6 +11,11 @@ A task is a subclass of ``Task`` in its own module, made for one run (its config
 * ``describe(n)``: a title for measurements of the run on ``n`` held-out inputs;
 * ``summary(result)``: the line the command line prints when training is done.
 
+Data parallelism: a task is made with the run's ``Communicator`` (``self.comm``; one process by
+default). ``batches`` then gives this rank's share of each epoch, in batches of
+``config.batch_size / world_size`` (the global batch is ``config.batch_size``), and ``evaluate``
+scores this rank's share of the held-out data and sums the scores over the ranks.
+
 Registering a task is one line in ``TASKS`` (task name -> module and class) plus its config
 dataclass (``whitebox.train.config.register``). ``train(config, run_dir)`` then builds the task,
 seeds, builds the model and the optimizer (``build_optimizer``) and runs ``loop.fit``;
@@ -27,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from whitebox import backend
+from whitebox.distributed import Communicator, LocalCommunicator
 from whitebox.nn import Module
 from whitebox.tensor import Tensor
 from whitebox.train.config import TrainConfig, build_optimizer, read_config, to_dict
-from whitebox.train.loop import CHECKPOINT, fit, load_checkpoint
+from whitebox.train.loop import fit
+from whitebox.train.run_files import CHECKPOINT, RunError, load_checkpoint, load_weights
 
 #: Task name -> "module:class" of its ``Task`` subclass (imported on first use).
 TASKS = {
@@ -39,6 +46,8 @@ TASKS = {
     "mlm": "whitebox.train.language:LanguageModelling",
     "mae": "whitebox.train.autoencode:MaskedAutoencoding",
 }
+#: How long the ranks wait for rank 0 to prepare the run directory (a tokenizer to train, images to read).
+PREPARE_TIMEOUT = 3600.0
 
 
 class Task(ABC):
@@ -49,11 +58,16 @@ class Task(ABC):
     #: How many held-out inputs ``evaluate`` scores after each epoch (None: all).
     eval_limit: int | None = None
 
-    def __init__(self, config: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, config: TrainConfig, run_dir: Path, comm: Communicator | None = None) -> None:
         self.config, self.run_dir = config, Path(run_dir)
+        self.comm = comm or LocalCommunicator(config.device)
 
     def prepare(self, resume: bool) -> None:  # noqa: B027 (optional: most tasks need nothing here)
         """Before training: write what the run directory needs besides the loop's files."""
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What travels in every checkpoint beside the training state (e.g. a tokenizer)."""
+        return {}
 
     @abstractmethod
     def build_model(self) -> Module:
@@ -93,23 +107,35 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_task(config: TrainConfig, run_dir: Path) -> Task:
-    """The task object of a run."""
-    return task_class(config.task)(config, run_dir)
+def make_task(config: TrainConfig, run_dir: Path, comm: Communicator | None = None) -> Task:
+    """The task object of a run (of this rank of ``comm``; default: one process)."""
+    return task_class(config.task)(config, run_dir, comm)
 
 
-def train(config: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    comm: Communicator | None = None,
+) -> dict[str, Any]:
     """Train ``config`` into ``run_dir``; with ``resume`` continue after its last checkpoint.
 
-    Returns {"history": the per-epoch records, "params", "seconds", and the last record's
-    ``eval_*`` scores}.
+    With ``comm`` (``whitebox.distributed.init``) this process is one rank of a data-parallel
+    run: rank 0 alone prepares and writes ``run_dir`` (see ``loop.fit``). Returns {"history":
+    the per-epoch records, "params", "seconds", and the last record's ``eval_*`` scores}.
     """
     run_dir = Path(run_dir)
+    comm = comm or LocalCommunicator(config.device)
     resume = resume and (run_dir / CHECKPOINT).exists()
-    task = make_task(config, run_dir)
-    task.prepare(resume)
-    backend.manual_seed(config.seed)
-    model = task.build_model().to(config.device)
+    with comm.guard():
+        task = make_task(config, run_dir, comm)
+        comm.barrier(PREPARE_TIMEOUT)  # every rank has read run_dir before rank 0 writes to it
+        if comm.is_root:
+            task.prepare(resume)
+        comm.barrier(PREPARE_TIMEOUT)  # ... and rank 0 has written it before the others read on
+        backend.manual_seed(config.seed)
+        model = task.build_model().to(config.device)
     history = fit(
         model,
         build_optimizer(config, model),
@@ -127,6 +153,8 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, progress: bo
         evaluate=lambda m: task.evaluate(m, task.eval_limit),
         resume=resume,
         progress=progress,
+        extra=task.checkpoint_extra(),
+        comm=comm,
     )
     last = {k: v for k, v in history[-1].items() if k.startswith("eval_")}
     seconds = sum(r["seconds"] for r in history)
@@ -148,7 +176,11 @@ def open_run(run_dir: Path) -> tuple[Task, Module]:
     """(task, model with the last checkpoint's weights, in eval mode) of a run; the RNG is untouched."""
     run_dir = Path(run_dir)
     task = make_task(read_config(run_dir), run_dir)
+    state = load_checkpoint(run_dir)
+    if state["config"].get("task") != task.config.task:
+        raise RunError(f"{run_dir / CHECKPOINT} is a {state['config'].get('task')} checkpoint; "
+                       f"{run_dir} is a {task.config.task} run")  # fmt: skip
     with rng_untouched():
         model = task.build_model()
-    model.load_state_dict(load_checkpoint(run_dir)["model"])
+    load_weights(model, state["model"], run_dir)
     return task, model.to(task.config.device).eval()
