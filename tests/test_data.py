@@ -351,7 +351,15 @@ def test_bad_arguments() -> None:
         load_dataset("digits", "val")
     with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
         DataLoader(synthetic(), batch_size=0)
-    assert available_datasets() == ["cifar10", "digits", "fashion-mnist", "mnist", "mnist5k"]
+    assert available_datasets() == [
+        "cifar10",
+        "digits",
+        "fashion-mnist",
+        "mnist",
+        "mnist5k",
+        "scenes-fashion",
+        "scenes-mnist",
+    ]
 
 
 # ---- loader --------------------------------------------------------------------

@@ -44,6 +44,61 @@ class NoReLU(S.TwoLayer):
         return self.out(self.hidden(x))
 
 
+def _block(block, Z, affine=True, residual_ista=False):
+    """A CRATE block by hand; with a flag set, one plausible slip (the defaults are right)."""
+
+    def ln(x, norm):
+        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + norm.eps)
+        return x * norm.weight.numpy() + norm.bias.numpy() if affine else x
+
+    attn, ista, p = block.attn, block.ista, block.attn.dim_head
+    x, W = ln(Z, block[0].norm), attn.qkv.weight.numpy()
+    ws = [x @ W[k * p : (k + 1) * p].T for k in range(attn.heads)]
+    heads = np.concatenate([S._softmax_rows(w @ w.T / math.sqrt(p)) @ w for w in ws], axis=1)
+    half = Z + heads @ attn.to_out[0].weight.numpy().T + attn.to_out[0].bias.numpy()
+    y, D = ln(half, block[1].norm), ista.weight.numpy()
+    out = np.maximum(y + ista.eta * (y - y @ D.T) @ D - ista.eta * ista.lam, 0)
+    return out + half if residual_ista else out
+
+
+def _channels_first_patches(images, P):
+    B, C, H, W = images.shape
+    x = images.reshape(B, C, H // P, P, W // P, P).transpose(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // P) * (W // P), P * P * C)
+
+
+def _cls_column(x, W, heads):
+    p = W.shape[0] // heads
+    ws = [x @ W[k * p : (k + 1) * p].T for k in range(heads)]
+    return np.stack([S._softmax_rows(w @ w.T / math.sqrt(p))[:, 0] for w in ws])
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _greedy_first_position(model, prompt, n):
+    ids = np.asarray(prompt, dtype=np.int64)
+    for _ in range(n):
+        ids = np.append(ids, int(np.argmax(model(ids[None, -model.block_size :]).numpy()[0, 0])))
+    return ids
+
+
+def _greedy_uncropped(model, prompt, n):
+    ids = np.asarray(prompt, dtype=np.int64)
+    for _ in range(n):
+        ids = np.append(ids, int(np.argmax(model(ids[None]).numpy()[0, -1])))
+    return ids
+
+
+def _random_first(ids, chosen_u, kind_u, random_ids, p, mask_id):  # noqa: PLR0917
+    chosen = chosen_u < p
+    inputs = np.where(chosen & (kind_u < 0.1), random_ids, ids)
+    inputs = np.where(chosen & (kind_u >= 0.1) & (kind_u < 0.9), mask_id, inputs)
+    return inputs, np.where(chosen, ids, -100)
+
+
 def _per_tensor_clip(grads, max_norm):
     clipped = [g * min(1.0, max_norm / (np.linalg.norm(g) + 1e-6)) for g in grads]
     return clipped, math.sqrt(sum(float((g * g).sum()) for g in grads))
@@ -80,6 +135,57 @@ WRONG = {
     "04.3": [
         lambda Z, Zh, D, lam: float(max((-Z).max(), (-((Z @ D.T - Zh) @ D + lam)).max()))
     ],  # Z * G dropped
+    "05.1": [
+        lambda U, kappa, alpha: (
+            U.transpose(0, 2, 1).reshape(-1, U.shape[1]),
+            kappa * alpha * U.transpose(1, 0, 2).reshape(U.shape[1], -1),
+        ),  # the p^(1/4) factors forgotten: the softmax sees scores 1/sqrt(p) too small
+        lambda U, kappa, alpha: S.mssa_weights(U, 1.0, alpha),  # kappa forgotten
+        lambda U, kappa, alpha: tuple(w.T for w in S.mssa_weights(U, kappa, alpha)),  # (in, out) layout
+    ],
+    "05.2": [
+        lambda block, Z: _block(block, Z, affine=False),  # LayerNorm without its scale and shift
+        lambda block, Z: _block(block, Z, residual_ista=True),  # a residual around ISTA too
+    ],
+    "05.3": [_channels_first_patches, lambda images, P: S.patchify(images.transpose(0, 1, 3, 2), P)],
+    "05.4": [
+        lambda i, P, C, n, d, L, h: S.crate_parameters(i, P, C, n, d, L, h) - ((i // P) ** 2 + 2) * d,
+        lambda i, P, C, n, d, L, h: S.crate_parameters(i, P, C, n, d, L, h) - 5 * d * L,  # 3 d^2 only
+    ],
+    "06.1": [lambda C, s: 0.0, lambda C, s: -math.log(1 - s + s / C)],  # the true class's term only
+    "06.2": [
+        lambda Z, U, eps2: sum(S.coding_rate(Z @ Uk, math.sqrt(eps2)) for Uk in U),  # not normalized
+        lambda Z, U, eps2: S.measured_compression(Z, U, eps2**2),  # eps^2 taken for eps
+    ],
+    "06.3": [
+        lambda x, W, heads: S.cls_attention(x * (W.shape[0] // heads) ** 0.25, W, heads),  # no 1/sqrt(p)
+        _cls_column,  # column 0 (what the patches put on cls) instead of row 0
+    ],
+    "07.1": [
+        lambda w: S._softmax_rows(w @ w.T / math.sqrt(w.shape[1])) @ w,  # no mask
+        lambda w: np.tril(S._softmax_rows(w @ w.T / math.sqrt(w.shape[1]))) @ w,  # masked after the softmax
+    ],
+    "07.2": [
+        lambda z, ids: float(-np.take_along_axis(_log_softmax(z), ids[..., None], -1).mean()),  # no shift
+        lambda z, ids: S.next_token_loss(z[:, ::-1], ids[:, ::-1]),  # shifted the wrong way
+    ],
+    "07.3": [
+        lambda V, b, d, L, h: S.lm_parameters(V, b, d, L, h) + V * d,  # an untied output matrix
+        lambda V, b, d, L, h: S.lm_parameters(V, b, d, L, h) - b * d,  # positions forgotten
+    ],
+    "07.4": [_greedy_first_position, _greedy_uncropped],
+    "08.1": [
+        lambda p, V: {"chosen": p, "mask": 0.8, "random": 0.1, "kept": 0.1},  # ignores random = original
+        lambda p, V: {"chosen": p, "mask": 0.8 * p, "random": 0.1 * p, "kept": 0.1 * p},  # of all, not chosen
+    ],
+    "08.2": [
+        lambda z, t: S.masked_loss_grad(z, t) * (t != -100).sum() / t.size,  # mean over all positions
+        lambda z, t: (S._softmax_rows(z) - np.eye(z.shape[-1])[np.maximum(t, 0)]) / (t != -100).sum(),
+    ],
+    "08.3": [
+        _random_first,
+        lambda ids, cu, ku, r, p, m: (S.corrupt(ids, cu, ku, r, p, m)[0], ids),  # targets everywhere
+    ],
 }
 
 
@@ -113,6 +219,11 @@ def test_answer_that_crashes_is_wrong(capsys: pytest.CaptureFixture[str]):
     assert "raised ValueError" in capsys.readouterr().out
     with pytest.raises(KeyError, match="no exercise"):
         exercises.check("99.9", None)
+
+
+def test_block_slips_come_from_a_right_block():
+    """The 05.2 wrong answers differ from a right answer only by their slip."""
+    assert exercises.check("05.2", _block) is True
 
 
 def test_solution_prints_the_reference(capsys: pytest.CaptureFixture[str]):

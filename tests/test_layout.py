@@ -27,14 +27,17 @@ LAYERS: dict[str, int] = {
     "rate": 3,
     "torch_reference": 3,  # the official PyTorch code, for cross-checks; imports no whitebox module
     "crate": 4,
+    "selfsup": 4,  # DINO's head, EMA teacher, loss and collapse watch (issue 13)
     "interop": 5,
     "distributed": 5,  # data-parallel gradients and sampling (on main since issue 18)
     "data": 6,
+    "features": 7,  # k-NN and linear probe on frozen features (issue 13)
     "train": 7,
     "measure": 7,
-    "probe": 7,  # k-NN and linear probes on frozen features
     "invertibility": 7,  # an autoencoder's encoder and decoder measured in mirrored order
     "viz": 7,
+    "segment": 7,  # segmentation from attention and its IoU (issue 12)
+    "viz_scenes": 7,
     "report": 8,  # measurements and figures of a run, for the CLI and the benchmarks
     "cli_args": 9,
     "cli": 9,

@@ -2,9 +2,11 @@
 
 Each exercise has a key ("<tutorial>.<number>"), a checker that tests an answer
 against the library on fixed random inputs, and a reference solution in
-tutorials/solutions.py. ``check`` returns True (right), False (wrong, with the
-reason printed) or None (not attempted: the answer raised NotImplementedError),
-so a notebook with unanswered exercises still runs top to bottom.
+tutorials/solutions.py (the checkers of tutorials 05-08, the models, are in
+tutorials/exercises_models.py; the helpers both use in tutorials/checking.py).
+``check`` returns True (right), False (wrong, with the reason printed) or None
+(not attempted: the answer raised NotImplementedError), so a notebook with
+unanswered exercises still runs top to bottom.
 tests/test_exercises.py feeds every checker its solution and wrong answers.
 """
 
@@ -13,53 +15,20 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import solutions
+from checking import Exercise, WrongAnswerError
+from checking import close as _close
+from checking import mixture as _mixture
+from checking import rng as _rng
+from exercises_models import MODEL_EXERCISES
 
 import whitebox
 from whitebox import optim, rate
 from whitebox.gradcheck import gradcheck
 from whitebox.tensor import Tensor, sum_to_shape
-
-
-class WrongAnswerError(AssertionError):
-    """An answer that disagrees with the library; the message says where."""
-
-
-@dataclass(frozen=True)
-class Exercise:
-    checker: Callable[[Any], None]
-    solution: str  # the name of the reference solution in solutions.py
-
-
-def _close(got: Any, want: Any, what: str, rtol: float = 1e-7, atol: float = 1e-9) -> None:
-    got = got.numpy() if isinstance(got, Tensor) else np.asarray(got, dtype=float)
-    want = want.numpy() if isinstance(want, Tensor) else np.asarray(want, dtype=float)
-    if got.shape != want.shape:
-        raise WrongAnswerError(f"{what}: shape {got.shape}, expected {want.shape}")
-    if not np.allclose(got, want, rtol=rtol, atol=atol):
-        err = np.abs(got - want).max()
-        raise WrongAnswerError(
-            f"{what}: off by up to {err:.3g} (e.g. got {got.flat[0]:.6g}, expected {want.flat[0]:.6g})"
-        )
-
-
-def _rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
-
-def _mixture(seed: int, N: int = 24, K: int = 3, p: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens (N, K p) on K orthonormal p-dim blocks plus noise, and the blocks U (K, d, p)."""
-    rng = _rng(seed)
-    d = K * p
-    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    U = Q.reshape(d, K, p).transpose(1, 0, 2)
-    Z = np.stack([U[k] @ rng.standard_normal(p) for k in rng.integers(0, K, N)]) / np.sqrt(p)
-    return Z + 0.1 * rng.standard_normal((N, d)), U
-
 
 # 00 · Autograd
 
@@ -257,6 +226,7 @@ EXERCISES: dict[str, Exercise] = {
     "04.1": Exercise(_check_ista, "ista_step"),
     "04.2": Exercise(_check_lam_all_zero, "lam_all_zero"),
     "04.3": Exercise(_check_kkt, "kkt_residual"),
+    **MODEL_EXERCISES,  # 05-08
 }
 
 

@@ -2,13 +2,16 @@
 
 Subcommands (``python -m whitebox CMD --help`` for the options):
 
-    train       train a model into a run directory (--task image | lm | mlm | mae)
+    train       train a model into a run directory (--task image | lm | mlm | mae | dino)
     eval        test accuracy of an image run; loss / perplexity / bits per char of a text run;
-                masked MSE of a mae run (and, with --knn / --linear-probe, probes of its features)
+                masked MSE of a mae run; with --knn / --linear-probe, probes of the frozen features
+                of a mae or dino run (whitebox.features)
     measure     per layer: R^c of the tokens entering attention and sparsity of the ISTA (MLP)
                 outputs, on held-out inputs (table, JSON and plot in the run directory)
     attention   the cls token's attention over the patches, per head, in the last layers (PNG)
     reconstruct mae runs: original, masked input and each run's reconstruction (PNG)
+    segment     score an image run on scenes with true masks as a segmenter: mean IoU per layer
+                and head against a floor and a ceiling, and a figure (whitebox.segment)
     figures     regenerate figures/ from the runs (see FIGURE_RUNS)
     demo        train CRATE on mnist5k on the CPU, then print and plot what it learned
     sample      generate text from a language-model run
@@ -42,7 +45,7 @@ from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, ch
 from whitebox.data import load_dataset
 from whitebox.data.download import ChecksumError
 from whitebox.data.text import CORPORA, load_corpus
-from whitebox.train import autoencode, classify, language, task
+from whitebox.train import autoencode, classify, dino, language, task
 from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
 from whitebox.train.run_files import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
 
@@ -63,6 +66,7 @@ _OPTIM = (
     "clip_norm",
     "seed",
     "device",
+    "keep_epochs",
 )
 _TEXT = ("data", "tokenizer", "dim", "depth", "heads", "dim_head", "block_size", "dropout", "lam", "eta")
 
@@ -90,13 +94,17 @@ def _config(args: argparse.Namespace) -> TrainConfig:
             model, args.preset or "mnist_tiny", args.data or "mnist5k", overrides, **settings
         )
     if model not in classify.MODELS:
-        raise UsageError(f"--task image takes --model {' | '.join(classify.MODELS)}, not {model}")
+        raise UsageError(f"--task {task_name} takes --model {' | '.join(classify.MODELS)}, not {model}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
     ista = ("lam", "eta") if model in ("crate", "crate-alpha") else ()
     overrides = {k: getattr(args, k) for k in sizes + ista}
+    data = args.data or "mnist5k"
+    if task_name == "dino":
+        settings.update(n_local=args.local_crops, out_dim=args.out_dim, momentum=args.momentum)
+        settings.update(teacher_temp=args.teacher_temp, pool=args.pool)
+        return dino.dino_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
     settings.update(label_smoothing=args.label_smoothing, augment=False if args.no_augment else None)
     settings.update(image_size=args.image_size)
-    data = args.data or "mnist5k"
     return classify.image_config(model, args.preset or "mnist_tiny", data, overrides, **settings)
 
 
@@ -160,6 +168,19 @@ def cmd_launch(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     run, model = task.open_run(args.run)
+    probes = args.knn or args.linear_probe
+    if isinstance(run, dino.SelfDistillation) and args.pool is not None:
+        raise UsageError(f"--pool is for mae runs; {args.run} reads the {run.config.pool} pool of its config")
+    if probes and isinstance(run, dino.SelfDistillation):
+        for row in run.frozen_evaluation(model, knn=args.knn, probe=args.linear_probe):
+            shown = (f"{k} {v:.4f}" for k, v in row.items() if k != "backbone")
+            print(f"{args.run} {row['backbone']:>11} backbone: " + ", ".join(shown))
+        return
+    if (probes or args.pool is not None) and not isinstance(run, autoencode.MaskedAutoencoding):
+        raise UsageError(
+            f"--knn, --linear-probe and --pool read a mae or dino run's encoder; {args.run} is a "
+            f"{run.config.task} run"
+        )
     scores = run.evaluate(model)
     if isinstance(run, classify.ImageClassification):
         n = len(run.dataset("test"))
@@ -168,20 +189,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"on {n} {run.config.data} test images"
         )
         return
-    if isinstance(run, autoencode.MaskedAutoencoding):
-        pools = ("cls", "mean") if args.pool == "both" else (args.pool,)
-        if args.knn or args.linear_probe:
-            scores.update(run.probes(model, pools, knn=args.knn, linear=args.linear_probe))
-    elif args.knn or args.linear_probe:
-        raise UsageError(
-            f"--knn and --linear-probe read a mae run's encoder; {args.run} is a {run.config.task} run"
-        )
+    if probes:
+        pools = ("cls", "mean") if args.pool in (None, "both") else (args.pool,)
+        scores.update(run.probes(model, pools, knn=args.knn, linear=args.linear_probe))
     scores = {"params": model.num_parameters(), **scores}
     shown = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
     print(f"{args.run}: " + ", ".join(shown))
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
+    if args.over_epochs:
+        _measure_epochs(args)
+        return
     if read_config(args.run).task == "mae":
         rows, title, path = report.mirrored_run(args.run, args.n, args.out or args.run)
         print(invertibility.format_mirrored(rows, title))
@@ -196,6 +215,19 @@ def cmd_measure(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'measure.json'} and {path}")
 
 
+def _measure_epochs(args: argparse.Namespace) -> None:
+    curves, title = report.measure_epochs(args.run, args.n)
+    for epoch, splits in curves.items():
+        for split, rows in splits.items():
+            print(measure.format_table(rows, f"{'init' if epoch == 0 else f'epoch {epoch}'}, {split}:"))
+    out = args.out or args.run
+    out.mkdir(parents=True, exist_ok=True)
+    table = json.dumps({str(epoch): c for epoch, c in curves.items()}, indent=1)
+    (out / "measure_epochs.json").write_text(table + "\n")
+    path = viz.plot_layerwise_epochs(curves, out / "measure_epochs.png", title)
+    print(f"wrote {out / 'measure_epochs.json'} and {path}")
+
+
 def cmd_attention(args: argparse.Namespace) -> None:
     for path in report.attention_figures(args.run, args.out or args.run, args.n, args.layers):
         print(f"wrote {path}")
@@ -204,6 +236,18 @@ def cmd_attention(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     out = args.out or args.runs[0] / "reconstructions.png"
     print(f"wrote {report.reconstruction_figure(args.runs, out, args.n)}")
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    out = args.out or args.run
+    result = report.segment_run(args.run, args.n, args.method, args.layer, out)
+    print(result["table"])
+    what = "head average, 60% of the attention mass" if args.method == "attention" else "normalized cut"
+    depth = len(result["rows"])
+    print(f"{args.method} ({what}), layer {result['layer'] + 1}/{depth}: mean IoU {result['iou']:.3f}")
+    saved = {k: result[k] for k in ("title", "method", "layer", "iou", "refs", "rows")}
+    (out / "segment.json").write_text(json.dumps(saved, indent=1) + "\n")
+    print(f"wrote {result['figure']} and {out / 'segment.json'}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -292,6 +336,7 @@ COMMANDS = {
     "measure": cmd_measure,
     "attention": cmd_attention,
     "reconstruct": cmd_reconstruct,
+    "segment": cmd_segment,
     "figures": cmd_figures,
     "demo": cmd_demo,
     "sample": cmd_sample,

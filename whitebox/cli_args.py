@@ -11,9 +11,10 @@ from typing import Any, NoReturn
 
 from whitebox.data import available_datasets
 from whitebox.data.text import CORPORA
+from whitebox.segment import METHODS
 from whitebox.train.run_files import CONFIG
 
-TASKS = ("image", "lm", "mlm", "mae")
+TASKS = ("image", "lm", "mlm", "mae", "dino")
 MODEL_CHOICES = ("crate", "vit", "gpt", "bert", "crate-alpha", "tost")
 #: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
 #: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
@@ -34,7 +35,7 @@ TRAIN_SETTINGS = (
     "task", "model", "preset", "data", "epochs", "batch_size", "lr", "min_lr", "optimizer", "weight_decay",
     "warmup_steps", "clip_norm", "label_smoothing", "seed", "device", "steps", "tokenizer", "dim", "depth",
     "heads", "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment", "mask_ratio",
-    "norm_pix_loss",
+    "norm_pix_loss", "local_crops", "out_dim", "momentum", "teacher_temp", "pool",
 )  # fmt: skip
 
 
@@ -134,13 +135,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         choices=TASKS,
-        help="image classification, language (lm, mlm) or masked autoencoding of images (mae); default image",
+        help="image classification, language (lm, mlm), masked autoencoding of images (mae) or dino "
+        "(images without labels); default image",
     )
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
         help="crate|vit|crate-alpha|tost (image), crate|gpt|crate-alpha|tost (lm), crate|bert (mlm), "
-        "crate|vit (mae); default crate",
+        "crate|vit (mae, dino); default crate",
     )
     p.add_argument(
         "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"
@@ -194,6 +196,21 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--norm-pix-loss", action="store_true", default=None, help="mae only: standardize each target patch"
     )
+    p.add_argument(
+        "--keep-epochs",
+        action="store_true",
+        help="also keep the weights at init and after every epoch (epoch_NNN.npz; measure --over-epochs)",
+    )
+    dino = p.add_argument_group("dino only (whitebox.train.dino.DINOConfig has the rest)")
+    dino.add_argument("--local-crops", type=int, help="local views per image (default 2)")
+    dino.add_argument("--out-dim", type=int, help="outputs of the projection head (default 256)")
+    dino.add_argument("--momentum", type=float, help="the teacher's starting EMA momentum (default 0.98)")
+    dino.add_argument("--teacher-temp", type=float, help="the teacher's temperature (default 0.02)")
+    dino.add_argument(
+        "--pool",
+        choices=("cls", "mean"),
+        help="backbone feature: cls token or mean of the tokens (default mean)",
+    )
     _add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, type=Path, help="run directory, e.g. runs/NAME")
@@ -230,13 +247,14 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     _add_train_args(command("train", "train a model into a run directory"))
     p = command("eval", "held-out accuracy (image), loss/perplexity (text) or masked MSE (mae) of a run")
     p.add_argument("run", type=_run_dir)
-    p.add_argument("--knn", action="store_true", help="mae only: k-NN accuracy of frozen encoder features")
-    p.add_argument("--linear-probe", action="store_true", help="mae only: linear-probe accuracy, likewise")
+    p.add_argument("--knn", action="store_true", help="mae, dino: k-NN accuracy of the frozen features")
+    p.add_argument(
+        "--linear-probe", action="store_true", help="mae, dino: linear-probe accuracy of the frozen features"
+    )
     p.add_argument(
         "--pool",
         choices=("cls", "mean", "both"),
-        default="both",
-        help="mae probes: which feature (default both)",
+        help="mae probes: which feature (default both; a dino run reads its config's pool)",
     )
     p = command("measure", "per-layer compression R^c and sparsity of a run")
     p.add_argument("run", type=_run_dir)
@@ -245,6 +263,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     )
     p.add_argument(
         "--out", type=Path, help="where measure.json / measure.png go (default: the run directory)"
+    )
+    p.add_argument(
+        "--over-epochs",
+        action="store_true",
+        help="measure the weights kept at init and after every epoch (a --keep-epochs run), on held-out "
+        "and training inputs: measure_epochs.json / measure_epochs.png, one curve per epoch",
     )
     p = command("attention", "cls-token attention maps of the last layers, per head")
     p.add_argument("run", type=_run_dir)
@@ -255,6 +279,23 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("runs", type=_run_dir, nargs="+", help="one run, or several side by side (same data)")
     p.add_argument("--n", type=_positive_int, default=8, help="test images (default 8)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN/reconstructions.png of the first run)")
+    p = command("segment", "mean IoU of attention masks and normalized cuts against true masks")
+    p.add_argument("run", type=_run_dir, help="an image run on scenes-mnist or scenes-fashion")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="attention",
+        help="masks of the headline and the figure: the head-average cls attention (60%% of its mass; "
+        "default) or the normalized cut; the table has both",
+    )
+    p.add_argument(
+        "--layer", type=_positive_int, help="layer of the headline and the figure, from 1 (default: last)"
+    )
+    p.add_argument("--n", type=_positive_int, default=500, help="held-out scenes scored (default 500)")
+    p.add_argument(
+        "--out", type=Path, help="folder for the figure and segment.json (default: the run directory)"
+    )
+    _add_threads_arg(p)
     p = command("figures", "regenerate figures/ from runs/demo, runs/fashion_crate, runs/fashion_vit")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding the runs (default runs)")
     p.add_argument("--figures", type=Path, default=Path("figures"), help="output folder (default figures)")

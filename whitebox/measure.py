@@ -30,6 +30,13 @@ stand-in, not a quantity its derivation promises to lower).
 Numbers are averaged over the given inputs (images or token sequences). Works for any model made
 of ``CRATEBlock`` / ``CRATEAlphaBlock`` / ``TransformerBlock`` layers (CRATE, ViT, CausalCRATE,
 GPT, CRATEAlpha, ToST, CausalCRATEAlpha, CausalToST): see ``whitebox.crate.probe``.
+
+``halfsteps`` takes a CRATE layer apart to say where R^c and sparsity move: R^c against the
+layer's own U^l at each stage of the layer, Z^l -> LN1(Z^l), Z^l -> Z^{l+1/2} = Z^l + MSSA(LN1(Z^l))
+(the compression half-step, residual included) -> LN2(Z^{l+1/2}) -> Z^{l+1} = ISTA(LN2(Z^{l+1/2})),
+and, for ISTA's pre-activation Y = LN2(Z^{l+1/2}) P - eta lam (P = I + eta (D - D^T D),
+docs/math.md eq. (4.2)), which entries the sign zeroes (x P <= 0) and which only the threshold
+eta lam does (0 < x P <= eta lam), with the RMS of x P as the token scale eta lam is set against.
 """
 
 from __future__ import annotations
@@ -167,6 +174,77 @@ def layerwise_compression_sparsity(
         }
         for i, block in enumerate(blocks)
     ]
+
+
+def halfsteps(
+    model: Module, inputs: Any, eps2: float = EPS2, batch_size: int = 200
+) -> list[dict[str, float]]:
+    """Per CRATE layer l, averaged over ``inputs`` (module docstring)::
+
+    {"layer": l, "rc_pre": R^c(Z^l), "rc_in": R^c(LN1(Z^l)), "rc_half": R^c(Z^{l+1/2}),
+     "rc_ista_in": R^c(LN2(Z^{l+1/2})), "rc_out": R^c(Z^{l+1}) (all against U^l),
+     "sparsity": ||Z^{l+1}||_0 / (d N),
+     "sign_zero": share of x P <= 0, "threshold_zero": share of 0 < x P <= eta lam,
+     "scale": RMS of x P, "eta_lam": eta lam}
+    """
+    blocks = [b for b in _blocks(model) if isinstance(b, CRATEBlock)]
+    if not blocks:
+        raise ValueError(f"halfsteps: {type(model).__name__} has no CRATE layers")
+    bases = [subspace_bases(b.attn) for b in blocks]
+    stages = {
+        "rc_pre": "layer_in",
+        "rc_in": "mssa_in",
+        "rc_half": "mssa_out",
+        "rc_ista_in": "ista_in",
+        "rc_out": "ista_out",
+    }
+    sums = [dict.fromkeys([*stages, "nonzero", "sign_zero", "threshold_zero", "sq"], 0.0) for _ in blocks]
+    device, dtype = model.parameters()[0].device, model.parameters()[0].dtype
+    count, entries = 0, np.zeros(len(blocks))
+    with model.evaluating():
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            if not isinstance(chunk, Tensor):
+                chunk = np.asarray(chunk)
+                chunk = Tensor(chunk, dtype=dtype if chunk.dtype.kind == "f" else None, device=device)
+            layer_in: list[np.ndarray] = []
+
+            def keep(m: Module, i: tuple, out: Tensor) -> None:
+                layer_in.append(i[0].numpy())
+
+            handles = [b.register_forward_hook(keep) for b in blocks]
+            try:
+                with no_grad(), record(model) as rec:
+                    model(chunk)
+            finally:
+                for h in handles:
+                    h.remove()
+            rec["layer_in"] = layer_in
+            for i, block in enumerate(blocks):
+                for key, stage in stages.items():
+                    sums[i][key] += compression(rec[stage][i], bases[i], eps2).sum()
+                ista = block.ista
+                D = ista.weight.numpy().astype(np.float64)
+                xP = rec["ista_in"][i].astype(np.float64) @ (np.eye(ista.dim) + ista.eta * (D - D.T @ D))
+                sums[i]["nonzero"] += np.count_nonzero(rec["ista_out"][i])
+                sums[i]["sign_zero"] += np.count_nonzero(xP <= 0)
+                sums[i]["threshold_zero"] += np.count_nonzero((xP > 0) & (xP <= ista.eta * ista.lam))
+                sums[i]["sq"] += float((xP**2).sum())
+                entries[i] += xP.size
+            count += len(chunk)
+    rows = []
+    for i, block in enumerate(blocks):
+        s, n = sums[i], entries[i]
+        row: dict[str, float] = {"layer": i, **{k: float(s[k] / count) for k in stages}}
+        row.update(
+            sparsity=float(s["nonzero"] / n),
+            sign_zero=float(s["sign_zero"] / n),
+            threshold_zero=float(s["threshold_zero"] / n),
+            scale=math.sqrt(s["sq"] / n),
+            eta_lam=block.ista.eta * block.ista.lam,
+        )
+        rows.append(row)
+    return rows
 
 
 def format_table(rows: list[dict[str, Any]], title: str = "") -> str:

@@ -1,23 +1,31 @@
 """Reports on trained runs: per-layer measurements, attention maps and the figures of the README.
 
-Used by the command line (``measure``, ``attention``, ``figures``, ``demo``) and by the
-benchmarks alike. A run is opened with ``whitebox.train.task.open_run`` (any registered task);
+Used by the command line (``measure``, ``attention``, ``segment``, ``figures``, ``demo``) and by
+the benchmarks alike. A run is opened with ``whitebox.train.task.open_run`` (any registered task);
 what is measured is ``whitebox.measure.layerwise_compression_sparsity`` on the task's held-out
-inputs, what is drawn is ``whitebox.viz``.
+inputs, segmentation is scored by ``whitebox.segment``; what is drawn is ``whitebox.viz``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from whitebox import invertibility, measure, viz
+import numpy as np
+
+from whitebox import invertibility, measure, segment, viz
 from whitebox.crate import intermediates
+from whitebox.data import DataLoader, load_dataset
 from whitebox.train import autoencode
 from whitebox.train.classify import ARCH_NAMES, ImageClassification
-from whitebox.train.run_files import CHECKPOINT, RunError, read_metrics
-from whitebox.train.task import open_run
+from whitebox.train.run_files import CHECKPOINT, RunError, epoch_checkpoints, load_epoch, read_metrics
+from whitebox.train.task import Task, open_run
+from whitebox.viz_scenes import plot_segmentation
+
+#: The splits ``measure_epochs`` measures on, as labelled in its output.
+SPLITS = ("held-out", "train")
 
 __all__ = [
     "RunError",
@@ -26,6 +34,7 @@ __all__ = [
     "measure_run",
     "require_checkpoint",
     "run_figures",
+    "segment_run",
 ]
 
 
@@ -41,6 +50,37 @@ def measure_run(run: Path, n: int) -> tuple[list[dict[str, Any]], str]:
     task, model = open_run(run)
     inputs = task.heldout_inputs(n)
     return measure.layerwise_compression_sparsity(model, inputs), task.describe(len(inputs))
+
+
+def train_inputs(task: Task, n: int) -> Any:
+    """``n`` training images of an image run, spread evenly over the train split, normalized as in
+    training but not augmented (the inputs the weights were fit to)."""
+    if not isinstance(task, ImageClassification):
+        raise RunError(f"training inputs are taken from image runs; this is a {task.config.task} run")
+    train = load_dataset(task.config.data, "train")
+    idx = np.unique(np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int))
+    subset = dataclasses.replace(train, images=train.images[idx], labels=train.labels[idx])
+    return next(iter(DataLoader(subset, len(idx), shuffle=False, device=task.config.device)))[0]
+
+
+def measure_epochs(run: Path, n: int) -> tuple[dict[int, dict[str, list[dict[str, Any]]]], str]:
+    """Per-layer compression and sparsity at every epoch a ``keep_epochs`` run kept (0 = init), on
+    ``n`` held-out inputs and, for image runs, ``n`` training inputs:
+    ({epoch: {"held-out": rows, "train": rows}}, title); rows as ``measure_run``'s."""
+    kept = epoch_checkpoints(run)
+    if not kept:
+        raise RunError(f"{run} kept no per-epoch weights (epoch_NNN.npz): train it with --keep-epochs")
+    task, model = open_run(run)
+    inputs = {"held-out": task.heldout_inputs(n)}
+    if isinstance(task, ImageClassification):
+        inputs["train"] = train_inputs(task, n)
+    curves = {}
+    for epoch, path in kept.items():
+        model.load_state_dict(load_epoch(path))
+        curves[epoch] = {
+            split: measure.layerwise_compression_sparsity(model, x) for split, x in inputs.items()
+        }
+    return curves, task.describe(n)
 
 
 def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "attention") -> list[Path]:
@@ -67,6 +107,81 @@ def attention_figures(run: Path, out: Path, n: int, layers: int, prefix: str = "
         title = f"{ARCH_NAMES[config.model]} {Path(run).name}: {what}, layer {layer + 1}/{depth}"
         paths.append(viz.plot_attention(raw, maps, out / f"{prefix}_layer{layer + 1}.png", title, tags))
     return paths
+
+
+def _image_task(run: Path, what: str) -> tuple[ImageClassification, Any]:
+    require_checkpoint(run)
+    task, model = open_run(run)
+    if not isinstance(task, ImageClassification):
+        raise RunError(f"{what} needs an image run; {run} is a {task.config.task} run")
+    return task, model
+
+
+def segment_run(
+    run: Path,
+    n: int,
+    method: str = "attention",
+    layer: int | None = None,
+    out: Path | None = None,
+    *,
+    shown: int = 6,
+    prefix: str = "segment",
+) -> dict[str, Any]:
+    """Score a run as a segmenter on ``n`` held-out scenes with true masks (``whitebox.segment``).
+
+    ``layer`` counts from 1 (None: the last). Returns ``rows`` (``segment.layer_scores``), ``refs``
+    (floor and ceiling), ``title``, ``table`` (the two as text), ``layer`` (0-based), ``method`` and
+    ``iou``, the mean IoU of ``method`` in that layer (the head average for attention); with ``out``,
+    also ``figure``: out/<prefix>_<method>_layer<L>.png (image, true mask, predicted mask and each
+    head's cls attention, on ``shown`` of the scenes).
+    """
+    if method not in segment.METHODS:
+        raise RunError(f"unknown method {method!r}; choose one of {', '.join(segment.METHODS)}")
+    task, model = _image_task(run, "segmentation")
+    scenes = task.heldout_subset(n)
+    if scenes.masks is None:
+        raise RunError(
+            f"{run} was trained on {task.config.data}, which has no true masks; "
+            "segment scores runs on scenes-mnist or scenes-fashion"
+        )
+    config = task.config
+    if config.model == "tost":
+        raise RunError(f"{run} is a ToST run: its TSSA has no attention matrix to segment with")
+    name = f"{ARCH_NAMES[config.model]} ({config.preset}) {Path(run).name}"
+    depth = config.model_args["depth"]
+    layer = depth if layer is None else layer
+    if not 1 <= layer <= depth:
+        raise RunError(f"layer {layer} is out of range: {run} has {depth} layers (1..{depth})")
+    images, _ = next(iter(DataLoader(scenes, len(scenes), shuffle=False, device=config.device)))
+    rows = segment.layer_scores(model, images, scenes.masks)
+    refs = segment.references(scenes.masks, model.patch_size)
+    title = f"{name}: mean IoU per layer on {len(scenes)} held-out {config.data} scenes"
+    key = "average" if method == "attention" else "maskcut"
+    result = {
+        "rows": rows,
+        "refs": refs,
+        "title": title,
+        "table": segment.format_table(rows, refs, title),
+        "layer": layer - 1,
+        "method": method,
+        "iou": rows[layer - 1][key],
+    }
+    if out is not None:
+        k = min(shown, len(scenes))
+        pick = np.unique(np.linspace(0, len(scenes) - 1, k).round().astype(int))
+        grid = tuple(s // p for s, p in zip(model.image_size, model.patch_size, strict=True))
+        attention, _ = segment.layer_tokens(model, images[pick])
+        maps = segment.upsample(segment.cls_attention_maps(attention[layer - 1], grid), model.patch_size)
+        pred = segment.predict_masks(model, images[pick], method, layer - 1)
+        result["figure"] = plot_segmentation(
+            scenes.images[pick],
+            scenes.masks[pick],
+            pred,
+            maps,
+            Path(out) / f"{prefix}_{method}_layer{layer}.png",
+            title=f"{name}: {method}, layer {layer}/{depth}",
+        )
+    return result
 
 
 def demo_figures(run: Path, figures: Path, measured: tuple[list[dict[str, Any]], str]) -> list[Path]:

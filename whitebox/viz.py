@@ -12,8 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+
+from whitebox.segment import cls_attention_maps, upsample
+
+# cls_attention_maps (defined in whitebox.segment) makes the maps plot_attention draws.
+__all__ = ["cls_attention_maps", "membership_maps", "plot_attention", "plot_layerwise", "plot_training"]
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -24,12 +30,17 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def plot_layerwise(
-    results: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = ""
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    title: str = "",
+    rc_lim: tuple[float | None, float | None] | None = None,
 ) -> Path:
     """Two panels against the layer index, one line per model: R^c of the tokens entering each
     layer's attention, and the nonzero fraction ||Z||_0 / (dN) of each layer's ISTA (or MLP) output.
 
     ``results`` maps a label to the list ``whitebox.measure.layerwise_compression_sparsity`` returns.
+    ``rc_lim`` (bottom, top) fixes the R^c axis (None in either place: automatic), e.g. (0, None)
+    so that a small relative change is drawn as small.
     """
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_c, ax_s = fig.subplots(1, 2)
@@ -42,10 +53,49 @@ def plot_layerwise(
     )
     ax_s.set(xlabel="layer", ylabel=r"$\|Z^{\ell+1}\|_0 \,/\, (dN)$", title="sparsity (lower = sparser)")
     ax_s.set_ylim(0, 1.05)
+    if rc_lim is not None:
+        ax_c.set_ylim(*rc_lim)
     for ax in (ax_c, ax_s):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_layerwise_epochs(
+    curves: Mapping[int, Mapping[str, Sequence[Mapping[str, Any]]]], path: str | Path, title: str = ""
+) -> Path:
+    """The paper's figure over training: R^c and the nonzero fraction against the layer index, one
+    curve per epoch (colour from light = initialization to dark = last epoch), held-out inputs
+    solid and training inputs dashed.
+
+    ``curves`` maps epochs trained (0 = init) to {"held-out": rows, "train": rows} (either may be
+    missing), rows as ``whitebox.measure.layerwise_compression_sparsity`` returns.
+    """
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_c, ax_s = fig.subplots(1, 2)
+    epochs = sorted(curves)
+    cmap = matplotlib.colormaps["viridis_r"]
+    for j, epoch in enumerate(epochs):
+        color = cmap(0.15 + 0.85 * j / max(1, len(epochs) - 1))
+        for split, style in (("held-out", "-"), ("train", "--")):
+            rows = curves[epoch].get(split)
+            if not rows:
+                continue
+            layers = [r["layer"] + 1 for r in rows]
+            label = (f"epoch {epoch}" if epoch else "init") if split == "held-out" else None
+            for ax, key in ((ax_c, "compression"), (ax_s, "sparsity")):
+                ax.plot(layers, [r[key] for r in rows], style, marker="o", ms=3, color=color, label=label)
+    ax_c.set(
+        xlabel="layer", ylabel=r"$R^c(Z^\ell; U^\ell_{[K]})$", title="compression (lower = more compressed)"
+    )
+    ax_s.set(xlabel="layer", ylabel=r"$\|Z^{\ell+1}\|_0 \,/\, (dN)$", title="sparsity (lower = sparser)")
+    for ax in (ax_c, ax_s):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_s.legend(fontsize=7, title="solid held out, dashed train", title_fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -83,16 +133,6 @@ def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     return (img[0], "gray") if img.shape[0] == 1 else (img.transpose(1, 2, 0), None)
 
 
-def cls_attention_maps(attention: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """The cls token's attention over the patches, (B, heads, gh, gw), from (B, heads, N, N).
-
-    Row 0 of each head's attention matrix is the cls token's query; its entries 1..N-1 are the
-    probabilities it puts on the patches, in row-major patch order.
-    """
-    B, H = attention.shape[:2]
-    return attention[:, :, 0, 1:].reshape(B, H, *grid)
-
-
 def membership_maps(pi: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """ToST's stand-in for attention maps: each patch's membership Pi_k in head k, (B, heads, gh, gw),
     from TSSA's memberships (B, heads, N) (token 0, the cls token, left out). TSSA has no N x N
@@ -123,7 +163,7 @@ def plot_attention(
         axes[b, 0].imshow(img, cmap=cmap)
         axes[b, 0].set_ylabel(labels[b] if labels is not None else "", fontsize=8)
         for k in range(K):
-            up = np.kron(maps[b, k], np.ones((H // gh, W // gw)))
+            up = upsample(maps[b, k], (H // gh, W // gw))
             ax = axes[b, k + 1]
             ax.imshow(img, cmap=cmap)
             ax.imshow(up, cmap="inferno", alpha=0.6)

@@ -9,6 +9,8 @@ second half with or without one:
 
 ``Transformer`` is ``depth`` such blocks applied in order, the official ``Transformer``
 (keys ``layers.{i}.0.*`` for the attention half, ``layers.{i}.1.*`` for the second half).
+For generation a ``KVCache`` (``whitebox.crate.kv_cache``) passes through: block i hands its
+attention the slot ``cache.layer(i)``; a stack is ``cacheable`` when every attention is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from whitebox.crate.kv_cache import KVCache, LayerCache
 from whitebox.nn import LayerNorm, Module, ModuleList
 from whitebox.tensor import Tensor
 
@@ -48,8 +51,13 @@ class PreNormBlock(ModuleList):
         """The attention half's layer (``self[0].fn``)."""
         return self[0].fn
 
-    def forward(self, x: Tensor, mask: Any = None) -> Tensor:
-        x = x + self[0](x, mask=mask)
+    @property
+    def cacheable(self) -> bool:
+        """Whether the attention takes a key/value cache slot (its class says ``cacheable``)."""
+        return getattr(self.attn, "cacheable", False)
+
+    def forward(self, x: Tensor, mask: Any = None, cache: LayerCache | None = None) -> Tensor:
+        x = x + (self[0](x, mask=mask) if cache is None else self[0](x, mask=mask, cache=cache))
         return x + self[1](x) if self.residual_second else self[1](x)
 
 
@@ -61,7 +69,12 @@ class Transformer(Module):
         super().__init__()
         self.layers = ModuleList(blocks)
 
-    def forward(self, x: Tensor, mask: Any = None) -> Tensor:
-        for block in self.layers:
-            x = block(x, mask=mask)
+    @property
+    def cacheable(self) -> bool:
+        """Whether every block takes a key/value cache slot."""
+        return all(getattr(block, "cacheable", False) for block in self.layers)
+
+    def forward(self, x: Tensor, mask: Any = None, cache: KVCache | None = None) -> Tensor:
+        for i, block in enumerate(self.layers):
+            x = block(x, mask=mask) if cache is None else block(x, mask=mask, cache=cache.layer(i))
         return x

@@ -17,6 +17,7 @@ class CRATEBlock(PreNormBlock):
         Z^{l+1}   = ISTA(LN(Z^{l+1/2}))           sparsification, whitebox.rate.ista_step (no residual)
 
     Keys ``0.norm.*``, ``0.fn.qkv.weight``, ``0.fn.to_out.0.*``, ``1.norm.*``, ``1.fn.weight``.
+    ``tied_out=True``: MSSA maps back through its own bases (``MSSA``), ``0.fn.step`` for ``to_out``.
     """
 
     residual_second = False
@@ -29,8 +30,9 @@ class CRATEBlock(PreNormBlock):
         dropout: float = 0.0,
         eta: float = 0.1,
         lam: float = 0.1,
+        tied_out: bool = False,
     ) -> None:
-        super().__init__(dim, MSSA(dim, heads, dim_head, dropout), ISTA(dim, eta, lam))
+        super().__init__(dim, MSSA(dim, heads, dim_head, dropout, tied_out=tied_out), ISTA(dim, eta, lam))
 
     @property
     def ista(self) -> ISTA:
@@ -51,5 +53,6 @@ class CRATETransformer(Transformer):
         dropout: float = 0.0,
         eta: float = 0.1,
         lam: float = 0.1,
+        tied_out: bool = False,
     ) -> None:
-        super().__init__(CRATEBlock(dim, heads, dim_head, dropout, eta, lam) for _ in range(depth))
+        super().__init__(CRATEBlock(dim, heads, dim_head, dropout, eta, lam, tied_out) for _ in range(depth))

@@ -20,6 +20,14 @@ from whitebox.nn import Module, Parameter, init
 from whitebox.tensor import Tensor, make
 
 
+def _fold(D: Any, eta: float) -> Any:
+    """P = I + eta (D - D^T D), (d, d)."""
+    P = D - D.T @ D
+    P *= eta
+    P += backend.array_module(D).eye(D.shape[0], dtype=P.dtype)
+    return P
+
+
 def ista(x: Tensor, D: Tensor, eta: float, lam: float) -> Tensor:
     """relu(x + eta (x D - x D^T D) - eta lam) over the last axis of ``x``, one fused op.
 
@@ -32,24 +40,31 @@ def ista(x: Tensor, D: Tensor, eta: float, lam: float) -> Tensor:
     With gy = g [x P - eta lam > 0] and G = x^T gy = dL/dP (summed over all tokens), the VJPs are
 
         dx = gy P^T,    dD = eta (G - D (G + G^T)).
+
+    Building P costs d^3 multiply-adds, the products 3 R d^2 unfolded and R d^2 folded for
+    R token rows, so for R < d / 2 (a generation step: one new token) the forward takes the
+    three products instead, x + eta (x D - (x D^T) D); the backward builds P when it runs.
     """
     d = D.shape[0]
     if D.shape != (d, d) or x.shape[-1] != d:
         raise ValueError(
             f"ista: D must be square ({x.shape[-1]} x {x.shape[-1]}), got {D.shape} for x {x.shape}"
         )
-    xp, Dd = x.xp, D.data
-    P = Dd - Dd.T @ Dd
-    P *= eta
-    P += xp.eye(d, dtype=P.dtype)
-    x2 = x.data.reshape(-1, d)
-    y = x2 @ P
+    xp, Dd, x2 = x.xp, D.data, x.data.reshape(-1, d)
+    P = None if 2 * x2.shape[0] < d else _fold(Dd, eta)
+    if P is None:
+        y = x2 @ Dd
+        y -= (x2 @ Dd.T) @ Dd
+        y *= eta
+        y += x2
+    else:
+        y = x2 @ P
     y -= eta * lam
     out = xp.maximum(y, 0, out=y)
 
     def backward(g: Any) -> tuple[Any, Any]:
         gy = g.reshape(-1, d) * (out > 0)
-        gx = (gy @ P.T).reshape(x.shape) if x.requires_grad else None
+        gx = (gy @ (_fold(Dd, eta) if P is None else P).T).reshape(x.shape) if x.requires_grad else None
         gD = None
         if D.requires_grad:
             G = x2.T @ gy

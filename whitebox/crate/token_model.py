@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from whitebox import backend
+from whitebox.crate.kv_cache import KVCache
 from whitebox.nn import Dropout, Embedding, LayerNorm, Module, Parameter, init
 from whitebox.tensor import Tensor, no_grad
 
@@ -67,33 +68,50 @@ class TokenModel(Module):
         self.transformer = transformer
         self.norm = LayerNorm(dim)
 
-    def features(self, ids: Any) -> Tensor:
-        """The normalized last-layer tokens LN(x_depth), (B, T, dim)."""
+    @property
+    def cacheable(self) -> bool:
+        """Whether generation can keep a key/value cache: a causal model whose every attention
+        layer takes a cache slot (``whitebox.crate.kv_cache``)."""
+        return self.causal and getattr(self.transformer, "cacheable", False)
+
+    def features(self, ids: Any, cache: KVCache | None = None) -> Tensor:
+        """The normalized last-layer tokens LN(x_depth), (B, T, dim).
+
+        With a ``cache`` holding n earlier tokens, ``ids`` are the T tokens that follow them:
+        they take positions n..n+T-1 and attend to the cached ones (causal, cacheable models).
+        """
         shape = np.shape(ids)
         if len(shape) != 2:
             raise ValueError(f"{type(self).__name__}: expected token ids of shape (B, T), got {shape}")
         T = shape[1]
-        if T > self.block_size:
+        start = 0 if cache is None else cache.length
+        if cache is not None and not self.cacheable:
+            raise ValueError(f"{type(self).__name__}: this model cannot keep a key/value cache")
+        if start + T > self.block_size:
+            cached = f" after {start} cached tokens" if start else ""
             raise ValueError(
-                f"{type(self).__name__}: the sequence has {T} tokens, more than block_size "
+                f"{type(self).__name__}: the sequence has {T} tokens{cached}, more than block_size "
                 f"{self.block_size} (the number of learned positions); crop it to the last {self.block_size}"
             )
-        x = self.dropout(self.token_embedding(ids) + self.pos_embedding[:T])
-        x = self.transformer(x, mask=causal_mask(T) if self.causal else None)
+        x = self.dropout(self.token_embedding(ids) + self.pos_embedding[start : start + T])
+        mask = causal_mask(start + T)[start:] if self.causal else None
+        x = self.transformer(x, mask=mask) if cache is None else self.transformer(x, mask=mask, cache=cache)
         return self.norm(x)
 
-    def forward(self, ids: Any) -> Tensor:
-        """Logits (B, T, V) = LN(x_depth) E^T for integer ``ids`` (B, T), T <= block_size."""
-        return self.features(ids) @ self.token_embedding.weight.mT
+    def forward(self, ids: Any, cache: KVCache | None = None) -> Tensor:
+        """Logits (B, T, V) = LN(x_depth) E^T for integer ``ids`` (B, T), T <= block_size;
+        ``cache`` as in ``features``."""
+        return self.features(ids, cache) @ self.token_embedding.weight.mT
 
     @no_grad()
-    def generate(
+    def generate(  # noqa: PLR0917
         self,
         prompt_ids: Any,
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
         seed: int = 0,
+        cache: bool = True,
     ) -> np.ndarray:
         """Extend the 1-D ``prompt_ids`` by ``max_new_tokens`` sampled tokens; returns all ids (int64).
 
@@ -103,18 +121,26 @@ class TokenModel(Module):
         decoding (argmax). ``seed`` seeds the sampler, so a call is reproducible. Runs in eval
         mode (no dropout) and restores the previous mode. ``stream`` yields the same tokens one
         at a time.
+
+        ``cache = True`` keeps a key/value cache (``whitebox.crate.kv_cache``): the prompt is
+        fed once, then each step feeds only the new token. Once the context is longer than
+        ``block_size`` the crop shifts every token's position, so each such step rebuilds the
+        cache from the cropped window and costs what a step without the cache costs. The tokens
+        are those of ``cache = False`` (up to float rounding in the logits). A model whose
+        attention cannot cache (``cacheable`` False) recomputes the context at every step.
         """
         ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
-        new = list(self.stream(ids, max_new_tokens, temperature, top_k, seed))
+        new = list(self.stream(ids, max_new_tokens, temperature, top_k, seed, cache))
         return np.concatenate([ids, np.asarray(new, dtype=np.int64)])
 
-    def stream(
+    def stream(  # noqa: PLR0917
         self,
         prompt_ids: Any,
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
         seed: int = 0,
+        cache: bool = True,
     ) -> Iterator[int]:
         """The tokens ``generate`` appends, yielded as each is sampled."""
         if not self.causal:
@@ -129,15 +155,30 @@ class TokenModel(Module):
         if ids.size == 0:
             raise ValueError("generate: the prompt needs at least one token")
         rng = np.random.default_rng(seed)
+        kv = KVCache() if cache and self.cacheable else None
         with self.evaluating():
             for _ in range(max_new_tokens):
-                logits = self(ids[None, -self.block_size :]).numpy()[0, -1].astype(np.float64)
+                logits = self._last_logits(ids, kv)
                 keep = np.argsort(-logits, kind="stable")[:top_k]
                 z = logits[keep] / temperature
                 p = np.exp(z - z.max())
                 token = int(keep[rng.choice(len(keep), p=p / p.sum())])
                 ids = np.append(ids, token)
                 yield token
+
+    @no_grad()
+    def _last_logits(self, ids: np.ndarray, cache: KVCache | None) -> np.ndarray:
+        """The next-token logits after ``ids`` (float64, (V,)), from the last ``block_size`` ids.
+
+        With a ``cache``, only the ids it has not seen are fed; past ``block_size`` the window
+        moves, every position changes, and the cache is rebuilt from the cropped window.
+        """
+        window = ids[-self.block_size :]
+        if cache is None:
+            return self(window[None]).numpy()[0, -1].astype(np.float64)
+        if ids.size > self.block_size:
+            cache.clear()
+        return self(window[None, cache.length :], cache=cache).numpy()[0, -1].astype(np.float64)
 
     def extra_repr(self) -> str:
         sizes = f"vocab_size={self.vocab_size}, block_size={self.block_size}, dim={self.dim}"

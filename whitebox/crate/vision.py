@@ -31,7 +31,8 @@ class CRATE(PatchClassifier):
     each x = x + MSSA(LN(x)); x = ISTA(LN(x)). ``dim_head`` defaults to dim // heads
     (the official presets; the official class's default is 64, see ``official_crate``); ``eta``,
     ``lam`` are the ISTA step size (the official ``ista``) and sparsity weight; ``pool`` "cls" or
-    "mean"."""
+    "mean"; ``tied_out=True`` gives every MSSA the derivation's tied output map (``MSSA``) instead
+    of the official learned ``to_out``."""
 
     def __init__(  # noqa: PLR0917 (the official signature)
         self,
@@ -48,8 +49,9 @@ class CRATE(PatchClassifier):
         eta: float = 0.1,
         lam: float = 0.1,
         pool: str = "cls",
+        tied_out: bool = False,
     ) -> None:
-        transformer = CRATETransformer(dim, depth, heads, dim_head, dropout, eta, lam)
+        transformer = CRATETransformer(dim, depth, heads, dim_head, dropout, eta, lam, tied_out)
         super().__init__(image_size, patch_size, num_classes, dim, transformer, channels, emb_dropout, pool)
 
 

@@ -12,16 +12,20 @@ from whitebox.data.datasets import DATASETS, ImageDataset, available_datasets, l
 from whitebox.data.download import ChecksumError, cache_dir, fetch
 from whitebox.data.idx import read_idx
 from whitebox.data.loader import DataLoader
+from whitebox.data.multicrop import ColorJitter, MultiCrop, RandomResizedCrop
 
 __all__ = [
     "DATASETS",
     "Augment",
     "ChecksumError",
+    "ColorJitter",
     "Compose",
     "DataLoader",
     "ImageDataset",
+    "MultiCrop",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "RandomResizedCrop",
     "available_datasets",
     "cache_dir",
     "fetch",

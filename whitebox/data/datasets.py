@@ -6,7 +6,9 @@ with the project's dependencies and need no download: ``digits`` (scikit-learn,
 both are split 80/20 by a fixed-seed stratified split. ``fashion-mnist`` is
 read from Debian's ``dataset-fashion-mnist`` package when it is installed;
 ``mnist``, ``fashion-mnist`` and ``cifar10`` otherwise come from the cache
-(``download.cache_dir()``), fetched with ``download=True``.
+(``download.cache_dir()``), fetched with ``download=True``. ``scenes-mnist`` and
+``scenes-fashion`` paste those objects into cluttered 48x48 scenes and carry the true object
+masks (``whitebox.data.scenes``).
 
 Checksums: MNIST and CIFAR-10 by the SHA-256 values that other loaders
 (Keras's ``cifar10.load_data`` among them) check; Fashion-MNIST by the MD5 its
@@ -30,6 +32,7 @@ import numpy as np
 from whitebox.data.cifar import read_cifar10
 from whitebox.data.download import RemoteFile, cache_dir, obtain
 from whitebox.data.idx import read_idx
+from whitebox.data.scenes import scenes_loader
 
 SPLITS = ("train", "test")
 SPLIT_SEED = 0
@@ -95,7 +98,8 @@ class ImageDataset:
 
     ``images`` is uint8 (N, C, H, W), ``labels`` int64 (N,); ``mean`` / ``std``
     are per-channel statistics of the train split in [0, 1] units; ``flip_ok``
-    says whether a horizontal flip keeps an image in its class.
+    says whether a horizontal flip keeps an image in its class; ``masks``, bool (N, H, W), the
+    true object mask of each image where the dataset has one (the scene datasets), else None.
     """
 
     images: np.ndarray
@@ -106,6 +110,7 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip_ok: bool
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -114,6 +119,11 @@ class ImageDataset:
             raise ValueError(f"{len(self.images)} images but labels of shape {self.labels.shape}")
         if not len(self.mean) == len(self.std) == self.images.shape[1]:
             raise ValueError("mean and std need one entry per channel")
+        N, _, H, W = self.images.shape
+        if self.masks is not None and (self.masks.dtype != np.bool_ or self.masks.shape != (N, H, W)):
+            raise ValueError(
+                f"masks must be bool {(N, H, W)} like the images, got {self.masks.dtype}{self.masks.shape}"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -130,7 +140,8 @@ Arrays = tuple[np.ndarray, np.ndarray, list[str]]
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registry entry: ``load(split, directory, download) -> (images, labels, class_names)``."""
+    """A registry entry: ``load(split, directory, download) -> (images, labels, class_names)``,
+    with the masks (N, H, W) as a fourth item for datasets that have them."""
 
     load: Callable[[str, Path, bool], Arrays]
     flip_ok: bool
@@ -226,6 +237,16 @@ DATASETS: dict[str, DatasetInfo] = {
         _load_fashion, False, "Fashion-MNIST 28x28, 60k/10k (Debian dataset-fashion-mnist or download)"
     ),
     "cifar10": DatasetInfo(_load_cifar10, True, "CIFAR-10 32x32 RGB, 50k/10k (download)"),
+    "scenes-mnist": DatasetInfo(
+        scenes_loader(_load_mnist5k, "mnist5k", 2, False),
+        False,
+        "mnist5k digits in 48x48 cluttered scenes, with masks, 8k/2k (bundled)",
+    ),
+    "scenes-fashion": DatasetInfo(
+        scenes_loader(_load_fashion, "fashion-mnist", 1, True),
+        False,
+        "Fashion-MNIST items in 48x48 cluttered scenes, with masks, 60k/10k",
+    ),
 }
 
 
@@ -263,7 +284,7 @@ def load_dataset(
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     info = DATASETS[name]
     directory = (Path(root).expanduser() if root is not None else cache_dir()) / name
-    images, labels, class_names = info.load(split, directory, download)
+    images, labels, class_names, *masks = info.load(split, directory, download)
     key = (name, directory.resolve())
     if split == "train":
         _train_stats[key] = channel_stats(images)
@@ -279,4 +300,5 @@ def load_dataset(
         mean=mean,
         std=std,
         flip_ok=info.flip_ok,
+        masks=masks[0] if masks else None,
     )

@@ -33,7 +33,11 @@ from whitebox.tensor import Tensor
 
 
 class DataLoader:
-    """Iterate over ``dataset`` in batches of (images Tensor (B, C, H, W) float32, labels int64 array)."""
+    """Iterate over ``dataset`` in batches of (images Tensor (B, C, H, W) float32, labels int64 array).
+
+    An augmentation that returns a list of views (``MultiCrop``) gives batches of
+    (list of image Tensors, labels), one Tensor per view.
+    """
 
     def __init__(  # noqa: PLR0917 (the documented positional API)
         self,
@@ -94,7 +98,15 @@ class DataLoader:
             batch = self.dataset.images[idx]
             if self.augment is not None:
                 batch = self.augment(batch, rng)
-            x = backend.to_device(np.ascontiguousarray(batch), self.device).astype(np.float32)
-            x *= self._scale
-            x -= self._shift
-            yield Tensor(x), backend.to_device(self.dataset.labels[idx], self.device)
+            labels = backend.to_device(self.dataset.labels[idx], self.device)
+            if isinstance(batch, list):  # several views of each image (e.g. MultiCrop)
+                yield [self._to_tensor(view) for view in batch], labels
+            else:
+                yield self._to_tensor(batch), labels
+
+    def _to_tensor(self, batch: np.ndarray) -> Tensor:
+        """The uint8 batch on the device, as float32 scaled and normalized."""
+        x = backend.to_device(np.ascontiguousarray(batch), self.device).astype(np.float32)
+        x *= self._scale
+        x -= self._shift
+        return Tensor(x)

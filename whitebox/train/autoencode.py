@@ -11,7 +11,7 @@ with a fresh random mask per image and step (drawn from the device RNG, which th
 every epoch), on the train split without augmentation. After every epoch the held-out score is
 the same loss on the test split with masks fixed once for all (``heldout_noise``), so epochs
 and runs (CRATE-MAE and its twin) are compared on identical masks. ``probes`` reads frozen
-encoder features with a k-NN vote and a linear probe (``whitebox.probe``).
+encoder features with a k-NN vote and a linear probe (``whitebox.features``, as for dino runs).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from whitebox import backend
 from whitebox.crate import CRATEMAE, PRESETS, ViTMAE
 from whitebox.data import DataLoader, ImageDataset, load_dataset
 from whitebox.distributed import Communicator
+from whitebox.features import embed_dataset, knn_accuracy, linear_probe
 from whitebox.nn import Module
-from whitebox.probe import extract_features, knn_accuracy, linear_probe
 from whitebox.tensor import Tensor, no_grad
 from whitebox.train.config import ConfigError, MAEConfig, validate
 from whitebox.train.task import Task, open_run
@@ -178,16 +178,18 @@ class MaskedAutoencoding(Task):
     ) -> dict[str, float]:
         """k-NN (k = 20, cosine, T = 0.07) and linear-probe test accuracy on frozen encoder
         features (``pool`` "cls" and/or "mean"), fitted on the whole train split."""
-        train, test = self.train_set, self.test_set()
+        train, test, device = self.train_set, self.test_set(), self.config.device
         out: dict[str, float] = {}
-        for pool in pools:
-            f_train = extract_features(model, self.images(train), pool)
-            f_test = extract_features(model, self.images(test), pool)
-            if knn:
-                out[f"knn_{pool}"] = knn_accuracy(f_train, train.labels, f_test, test.labels)
-            if linear:
-                probe = linear_probe(f_train, train.labels, f_test, test.labels)
-                out[f"linear_probe_{pool}"] = probe["test_acc"]
+        with model.evaluating():
+            for pool in pools:
+                embed = lambda x, pool=pool: model.features(x, pool=pool)  # noqa: E731
+                tx, ty = embed_dataset(embed, train, device=device)
+                ex, ey = embed_dataset(embed, test, device=device)
+                if knn:
+                    out[f"knn_{pool}"] = knn_accuracy(tx, ty, ex, ey)
+                if linear:
+                    probe = linear_probe(tx, ty, ex, ey, seed=self.config.seed)
+                    out[f"linear_probe_{pool}"] = probe["test_acc"]
         return out
 
     def describe(self, n: int) -> str:

@@ -200,13 +200,18 @@ class ImageClassification(data_source.ImageSource, Task):
         """Test-split accuracy and cross-entropy over every rank (``limit`` is ignored: the whole split)."""
         return accuracy(model, self.test_loader(), comm=self.comm)
 
-    def heldout_images(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    def heldout_subset(self, n: int) -> ImageDataset:
         """``n`` test images spread evenly over the test split (every class appears even where the
-        split is sorted by class, as mnist5k's is): (normalized Tensor, raw uint8 (n, C, H, W), labels)."""
+        split is sorted by class, as mnist5k's is), with their labels and (if any) true masks."""
         test = self.dataset("test")
         idx = np.unique(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int))
-        subset = dataclasses.replace(test, images=test.images[idx], labels=test.labels[idx])
-        loader = DataLoader(subset, len(idx), shuffle=False, device=self.config.device)
+        masks = None if test.masks is None else test.masks[idx]
+        return dataclasses.replace(test, images=test.images[idx], labels=test.labels[idx], masks=masks)
+
+    def heldout_images(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
+        """The images of ``heldout_subset(n)``: (normalized Tensor, raw uint8 (n, C, H, W), labels)."""
+        subset = self.heldout_subset(n)
+        loader = DataLoader(subset, len(subset), shuffle=False, device=self.config.device)
         images, labels = next(iter(loader))
         return images, subset.images, backend.to_numpy(labels)
 

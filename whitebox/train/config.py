@@ -23,6 +23,7 @@ and in steps for text) is upgraded on reading; any other version is an error nam
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 from collections.abc import Callable
@@ -84,9 +85,15 @@ class TrainConfig:
     clip_norm: float = spec(1.0, low=0)  # 0: no clipping
     seed: int = spec(0, low=0)
     device: str = spec("cpu", choices=("cpu", "cuda"))
+    keep_epochs: bool = spec(False)  # also keep the weights at init and after every epoch
+
+    def check(self) -> None:
+        """Checks across fields, run by ``validate`` after every field's own (subclasses add theirs)."""
 
 
 _TASKS: dict[str, type[TrainConfig]] = {}
+#: Tasks whose config is defined in the task's own module: imported when a config names the task.
+CONFIG_MODULES = {"dino": "whitebox.train.dino"}
 
 
 def register(task: str) -> Callable[[type[C]], type[C]]:
@@ -104,6 +111,8 @@ def register(task: str) -> Callable[[type[C]], type[C]]:
 
 def config_class(task: str) -> type[TrainConfig]:
     """The config dataclass registered for ``task``."""
+    if task not in _TASKS and task in CONFIG_MODULES:
+        importlib.import_module(CONFIG_MODULES[task])
     if task not in _TASKS:
         raise ConfigError(f"unknown task {task!r}; registered: {', '.join(_TASKS)}")
     return _TASKS[task]
@@ -172,9 +181,13 @@ class MAEConfig(TrainConfig):
     preset: str = spec("mae_crate_mnist_tiny")  # the whitebox.crate.PRESETS key model_args started from
     data: str = spec("mnist5k")
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
-    mask_ratio: float = spec(0.75, low=0, high=1, above=True)  # < 1 is checked by validate
+    mask_ratio: float = spec(0.75, low=0, high=1, above=True)  # < 1 is checked by check
     norm_pix_loss: bool = spec(False)
     min_lr: float = spec(1e-5, low=0)
+
+    def check(self) -> None:
+        if self.mask_ratio >= 1:
+            raise ConfigError(f"mask_ratio must be < 1 (some patches stay visible), got {self.mask_ratio}")
 
 
 def _check(name: str, value: Any, kind: Any, meta: dict[str, Any]) -> None:
@@ -219,8 +232,7 @@ def validate(config: C) -> C:
         for key, meta in _MODEL_ARG_SPECS.items():
             if config.model_args.get(key) is not None:
                 _check(key, config.model_args[key], "float", meta)
-    if isinstance(config, MAEConfig) and config.mask_ratio >= 1:
-        raise ConfigError(f"mask_ratio must be < 1 (some patches stay visible), got {config.mask_ratio}")
+    config.check()
     return config
 
 
@@ -293,8 +305,12 @@ def read_config(run_dir: Path) -> TrainConfig:
 ONLY_FOR: dict[str, tuple[str, Callable[[str, str], bool]]] = {
     **dict.fromkeys(("steps", "tokenizer", "block_size"), ("lm/mlm runs", lambda t, m: t in ("lm", "mlm"))),
     **dict.fromkeys(("label_smoothing", "no_augment"), ("image runs", lambda t, m: t == "image")),
-    "patch_size": ("image and mae runs", lambda t, m: t in ("image", "mae")),
+    "patch_size": ("image, mae and dino runs", lambda t, m: t in ("image", "mae", "dino")),
     **dict.fromkeys(("mask_ratio", "norm_pix_loss"), ("mae runs", lambda t, m: t == "mae")),
+    **dict.fromkeys(
+        ("local_crops", "out_dim", "momentum", "teacher_temp", "pool"),
+        ("dino runs", lambda t, m: t == "dino"),
+    ),
     **dict.fromkeys(("lam", "eta"), ("crate models", lambda t, m: m == "crate")),
 }
 

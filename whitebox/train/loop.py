@@ -13,7 +13,9 @@ The loop knows nothing about images or text. A task hands it
   throughput; without it the leading length of ``batch[0]`` (or of ``batch``) is used. Any other
   key (``"acc"`` for instance) is averaged over the epoch, weighted by ``n``, and shown;
 * ``evaluate(model) -> dict`` (optional): called after every epoch, in eval mode; its results are
-  logged with an ``eval_`` prefix.
+  logged with an ``eval_`` prefix;
+* ``after_step(model, step)`` (optional): called after each optimizer step t (from 0), e.g. to
+  move an EMA teacher; whatever it changes must live in the model's state to be checkpointed.
 
 ``fit`` then runs, for every step t = 0, 1, ..., T - 1 (T = epochs x steps_per_epoch):
 
@@ -33,7 +35,10 @@ After each epoch it writes, into ``run_dir``:
 * ``metrics.jsonl``: one strict-JSON line per epoch (a non-finite number is written as null):
   epoch, step, lr, the epoch averages of the loss metrics (``train_`` prefix), the evaluation
   (``eval_`` prefix), seconds and samples/s;
-* ``config.json`` once, at the start.
+* ``config.json`` once, at the start;
+* with ``keep_epochs=True``, the model's weights after every epoch e as ``epoch_{e:03d}.npz``
+  (e = 1, 2, ...; ``epoch_000.npz`` holds the weights at initialization), so that measurements
+  can be followed over training (``run_files.epoch_checkpoints``, ``run_files.load_epoch``).
 
 Every file is written whole to a temporary file and renamed (``atomic_write``), so a kill leaves
 the old file or the new one. The checkpoint is written first: ``metrics.jsonl`` is rewritten from
@@ -104,6 +109,7 @@ from whitebox.train.run_files import (
     load_weights,
     save_checkpoint,
     save_config,
+    save_epoch,
     strict_record,
     write_metrics,
 )
@@ -168,6 +174,7 @@ def _train_epoch(
     bar: Any,
     watch: _LossWatch,
     comm: Communicator,
+    after_step: Callable[[Module, int], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One pass over ``batches``; returns the new step count and the n-weighted metric averages
     over every rank's samples."""
@@ -186,6 +193,8 @@ def _train_epoch(
         if clip_norm:
             clip_grad_norm_(params, clip_norm)
         optimizer.step()
+        if after_step is not None:
+            after_step(model, step)
         step += 1
         n = _num_samples(batch, metrics)
         seen += n
@@ -235,10 +244,12 @@ def fit(
     seed: int = 0,
     steps_per_epoch: int | None = None,
     evaluate: Callable[[Module], dict[str, float]] | None = None,
+    after_step: Callable[[Module, int], None] | None = None,
     resume: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
     comm: Communicator | None = None,
+    keep_epochs: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch records of ``metrics.jsonl``.
 
@@ -247,7 +258,8 @@ def fit(
     ``whitebox.distributed`` communicator; default: one process) changes. With ``resume=True`` and a
     checkpoint in ``run_dir`` the run continues after its last completed epoch (a finished run
     returns at once); without one it starts from scratch. ``extra`` (a dict of arrays and JSON
-    values) is saved into every checkpoint beside the training state.
+    values) is saved into every checkpoint beside the training state. ``keep_epochs`` also keeps the
+    weights at initialization and after every epoch (module docstring).
     """
     assert comm is not None  # ``_guarded`` gives one
     if epochs < 1:
@@ -278,6 +290,8 @@ def fit(
     if comm.is_root:
         save_config(run_dir, config)
         write_metrics(run_dir, history)
+        if keep_epochs and start_epoch == 0:
+            save_epoch(run_dir, model, 0)
     watch = _LossWatch(start_loss)
 
     for epoch in range(start_epoch, epochs):
@@ -295,7 +309,8 @@ def fit(
             np.errstate(over="ignore", invalid="ignore"),
         ):  # a non-finite loss is reported instead
             step, train = _train_epoch(model, optimizer, batches(epoch), loss_fn, lr_at=lr_at, step=step,
-                                       clip_norm=clip_norm, bar=bar, watch=watch, comm=comm)  # fmt: skip
+                                       clip_norm=clip_norm, bar=bar, watch=watch, comm=comm,
+                                       after_step=after_step)  # fmt: skip
         seconds = time.perf_counter() - tic
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr_at(step - 1)}
         record.update({f"train_{k}": v for k, v in train.items() if k != "samples"})
@@ -310,6 +325,8 @@ def fit(
         if comm.is_root:  # rank 0 alone writes and prints
             save_checkpoint(run_dir, model, optimizer, epoch=epoch, step=step, seed=seed, config=config,
                             history=history, start_loss=watch.start, extra=extra)  # fmt: skip
+            if keep_epochs:
+                save_epoch(run_dir, model, epoch + 1)
             write_metrics(run_dir, history)
             if progress:
                 tqdm.write(_summary(record, epochs))

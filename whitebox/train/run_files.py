@@ -23,6 +23,7 @@ from whitebox.serialization import atomic_write, load, save
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+EPOCH_FILE = "epoch_{:03d}.npz"
 
 
 class RunError(ValueError):
@@ -141,3 +142,25 @@ def load_weights(model: Module, weights: dict[str, Any], run_dir: Path) -> None:
             f"{Path(run_dir) / CHECKPOINT} does not fit the model of {Path(run_dir) / CONFIG} "
             f"(another architecture or task?): {detail}"
         ) from None
+
+
+def save_epoch(run_dir: Path, model: Module, epoch: int) -> Path:
+    """Write ``run_dir/epoch_{epoch:03d}.npz``: the model state after ``epoch`` epochs (0: at init)."""
+    path = Path(run_dir) / EPOCH_FILE.format(epoch)
+    save(path, {"model": {k: backend.to_numpy(v) for k, v in model.state_dict().items()}, "epoch": epoch})
+    return path
+
+
+def epoch_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """The per-epoch weights a ``keep_epochs`` run kept: {epochs trained (0 = init): path}, sorted."""
+    found = {}
+    for path in Path(run_dir).glob("epoch_*.npz"):
+        stem = path.stem.removeprefix("epoch_")
+        if stem.isdigit():
+            found[int(stem)] = path
+    return dict(sorted(found.items()))
+
+
+def load_epoch(path: Path) -> dict[str, Any]:
+    """The model state kept in an ``epoch_NNN.npz`` file (``save_epoch``)."""
+    return load(Path(path))["model"]

@@ -45,6 +45,7 @@ TASKS = {
     "lm": "whitebox.train.language:LanguageModelling",
     "mlm": "whitebox.train.language:LanguageModelling",
     "mae": "whitebox.train.autoencode:MaskedAutoencoding",
+    "dino": "whitebox.train.dino:SelfDistillation",
 }
 #: How long the ranks wait for rank 0 to prepare the run directory (a tokenizer to train, images to read).
 PREPARE_TIMEOUT = 3600.0
@@ -92,6 +93,9 @@ class Task(ABC):
     def describe(self, n: int) -> str:
         """A title for measurements of the run on ``n`` held-out inputs."""
         return f"{self.config.task} run {self.run_dir.name}, {n} held-out inputs"
+
+    def after_step(self, model: Module, step: int) -> None:  # noqa: B027 (optional)
+        """After optimizer step ``step`` (from 0): ``fit``'s ``after_step`` (DINO moves its teacher)."""
 
     def summary(self, result: dict[str, Any]) -> str:
         """The line printed when training is done (``result``: what ``train`` returns)."""
@@ -151,10 +155,12 @@ def train(
         seed=config.seed,
         steps_per_epoch=task.steps_per_epoch,
         evaluate=lambda m: task.evaluate(m, task.eval_limit),
+        after_step=task.after_step,
         resume=resume,
         progress=progress,
         extra=task.checkpoint_extra(),
         comm=comm,
+        keep_epochs=config.keep_epochs,
     )
     last = {k: v for k, v in history[-1].items() if k.startswith("eval_")}
     seconds = sum(r["seconds"] for r in history)
