@@ -35,7 +35,7 @@ import scipy.special
 
 # What whitebox calls on the array module (xp.<name>), on arrays, and as ufuncs.
 FUNCTIONS = (
-    "arange", "asarray", "ascontiguousarray", "broadcast_to", "clip", "concatenate", "copyto",
+    "arange", "argsort", "asarray", "ascontiguousarray", "broadcast_to", "clip", "concatenate", "copyto",
     "diagonal", "einsum", "empty", "expand_dims", "eye", "full", "isfinite", "isnan", "matmul",
     "max", "ones", "ones_like", "split", "stack", "take", "tril", "triu", "where", "zeros",
     "zeros_like", "sum", "mean", "result_type", "array",

@@ -309,7 +309,7 @@ def test_one_preset_table_for_every_family() -> None:
 
 def test_small_image_presets() -> None:
     for name in PRESETS:
-        if "mnist" in name or "cifar" in name:
+        if ("mnist" in name or "cifar" in name) and not name.startswith("mae_"):  # classifiers
             m = create(name)
             shape = (2, 1, 28, 28) if "mnist" in name else (2, 3, 32, 32)
             assert m(np.zeros(shape, np.float32)).shape == (2, 10), name

@@ -74,6 +74,9 @@ def test_cli_trains_without_labels_and_scores_frozen_features(
     assert (
         "trained backbone: knn_acc" in out and "random init backbone: knn_acc" in out and "probe_acc" in out
     )
+    # the feature of a dino run is its config's pool; --pool is for mae runs
+    assert main(["eval", str(run), "--knn", "--pool", "cls"]) == 2
+    assert "--pool is for mae runs" in capsys.readouterr().err
     assert main(["train", "--task", "dino", *TINY, "--momentum", "2", "--out", str(tmp_path / "x")]) == 2
     assert "momentum must be in [0, 1]" in capsys.readouterr().err
 

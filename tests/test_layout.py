@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "features": 7,  # k-NN and linear probe on frozen features (issue 13)
     "train": 7,
     "measure": 7,
+    "invertibility": 7,  # an autoencoder's encoder and decoder measured in mirrored order
     "viz": 7,
     "segment": 7,  # segmentation from attention and its IoU (issue 12)
     "viz_scenes": 7,

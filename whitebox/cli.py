@@ -2,12 +2,14 @@
 
 Subcommands (``python -m whitebox CMD --help`` for the options):
 
-    train       train a model into a run directory (--task image | lm | mlm | dino)
+    train       train a model into a run directory (--task image | lm | mlm | mae | dino)
     eval        test accuracy of an image run; loss / perplexity / bits per char of a text run;
-                k-NN / linear-probe accuracy of a dino run's features (--knn, --linear-probe)
+                masked MSE of a mae run; with --knn / --linear-probe, probes of the frozen features
+                of a mae or dino run (whitebox.features)
     measure     per layer: R^c of the tokens entering attention and sparsity of the ISTA (MLP)
                 outputs, on held-out inputs (table, JSON and plot in the run directory)
     attention   the cls token's attention over the patches, per head, in the last layers (PNG)
+    reconstruct mae runs: original, masked input and each run's reconstruction (PNG)
     segment     score an image or dino run on scenes with true masks as a segmenter: mean IoU per layer
                 and head against a floor and a ceiling, and a figure (whitebox.segment)
     figures     regenerate figures/ from the runs (see FIGURE_RUNS)
@@ -38,12 +40,12 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-from whitebox import backend, distributed, measure, report, viz
+from whitebox import backend, distributed, invertibility, measure, report, viz
 from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, check_out, data_names
 from whitebox.data import load_dataset
 from whitebox.data.download import ChecksumError
 from whitebox.data.text import CORPORA, load_corpus
-from whitebox.train import classify, dino, language, task
+from whitebox.train import autoencode, classify, dino, language, task
 from whitebox.train.config import ConfigError, TrainConfig, check_applicable, read_config, resume_config
 from whitebox.train.run_files import CHECKPOINT, CONFIG, RunError, load_checkpoint, write_text_atomic
 
@@ -78,6 +80,19 @@ def _config(args: argparse.Namespace) -> TrainConfig:
             raise UsageError("--image-size is for image data, not --task " + task_name)
         settings.update({k: getattr(args, k) for k in _TEXT})
         return language.language_config(task_name, model, args.preset or "small", args.steps, **settings)
+    if task_name == "mae":
+        if model not in autoencode.MODELS:
+            raise UsageError(f"--task mae takes --model {' | '.join(autoencode.MODELS)}, not {model}")
+        if args.image_size is not None:
+            raise UsageError("--image-size is for --task image, not --task mae")
+        sizes = ("dim", "depth", "heads", "dim_head", "patch_size") + (
+            ("lam", "eta") if model == "crate" else ()
+        )
+        overrides = {k: getattr(args, k) for k in sizes}
+        settings.update(mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss)
+        return autoencode.mae_config(
+            model, args.preset or "mnist_tiny", args.data or "mnist5k", overrides, **settings
+        )
     if model not in classify.MODELS:
         raise UsageError(f"--task {task_name} takes --model {' | '.join(classify.MODELS)}, not {model}")
     sizes = ("dim", "depth", "heads", "dim_head", "patch_size", "dropout")
@@ -153,15 +168,19 @@ def cmd_launch(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     report.require_checkpoint(args.run)
     run, model = task.open_run(args.run)
-    if args.knn or args.linear_probe:
-        if not isinstance(run, dino.SelfDistillation):
-            raise UsageError(
-                f"--knn and --linear-probe evaluate dino runs; {args.run} is a {run.config.task} run"
-            )
+    probes = args.knn or args.linear_probe
+    if isinstance(run, dino.SelfDistillation) and args.pool is not None:
+        raise UsageError(f"--pool is for mae runs; {args.run} reads the {run.config.pool} pool of its config")
+    if probes and isinstance(run, dino.SelfDistillation):
         for row in run.frozen_evaluation(model, knn=args.knn, probe=args.linear_probe):
             shown = (f"{k} {v:.4f}" for k, v in row.items() if k != "backbone")
             print(f"{args.run} {row['backbone']:>11} backbone: " + ", ".join(shown))
         return
+    if (probes or args.pool is not None) and not isinstance(run, autoencode.MaskedAutoencoding):
+        raise UsageError(
+            f"--knn, --linear-probe and --pool read a mae or dino run's encoder; {args.run} is a "
+            f"{run.config.task} run"
+        )
     scores = run.evaluate(model)
     if isinstance(run, classify.ImageClassification):
         n = len(run.dataset("test"))
@@ -170,6 +189,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"on {n} {run.config.data} test images"
         )
         return
+    if probes:
+        pools = ("cls", "mean") if args.pool in (None, "both") else (args.pool,)
+        scores.update(run.probes(model, pools, knn=args.knn, linear=args.linear_probe))
     scores = {"params": model.num_parameters(), **scores}
     shown = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
     print(f"{args.run}: " + ", ".join(shown))
@@ -178,6 +200,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_measure(args: argparse.Namespace) -> None:
     if args.over_epochs:
         _measure_epochs(args)
+        return
+    if read_config(args.run).task == "mae":
+        rows, title, path = report.mirrored_run(args.run, args.n, args.out or args.run)
+        print(invertibility.format_mirrored(rows, title))
+        print(f"wrote {path.with_suffix('.json')} and {path}")
         return
     rows, title = report.measure_run(args.run, args.n)
     print(measure.format_table(rows, title))
@@ -204,6 +231,11 @@ def _measure_epochs(args: argparse.Namespace) -> None:
 def cmd_attention(args: argparse.Namespace) -> None:
     for path in report.attention_figures(args.run, args.out or args.run, args.n, args.layers):
         print(f"wrote {path}")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    out = args.out or args.runs[0] / "reconstructions.png"
+    print(f"wrote {report.reconstruction_figure(args.runs, out, args.n)}")
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -303,6 +335,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "measure": cmd_measure,
     "attention": cmd_attention,
+    "reconstruct": cmd_reconstruct,
     "segment": cmd_segment,
     "figures": cmd_figures,
     "demo": cmd_demo,

@@ -15,7 +15,7 @@ from whitebox.report import BACKBONES
 from whitebox.segment import METHODS
 from whitebox.train.run_files import CONFIG
 
-TASKS = ("image", "lm", "mlm", "dino")
+TASKS = ("image", "lm", "mlm", "mae", "dino")
 MODEL_CHOICES = ("crate", "vit", "gpt", "bert", "crate-alpha", "tost")
 #: What ``demo`` trains: CRATE-mnist-tiny (dim 96, depth 4, 4 heads, 7x7 patches, 120k
 #: parameters) on the 4,000 mnist5k training images: 1.5-4 s an epoch on one CPU core; 96.8% held out.
@@ -35,8 +35,8 @@ MAX_NEW_TOKENS = 10_000
 TRAIN_SETTINGS = (
     "task", "model", "preset", "data", "epochs", "batch_size", "lr", "min_lr", "optimizer", "weight_decay",
     "warmup_steps", "clip_norm", "label_smoothing", "seed", "device", "steps", "tokenizer", "dim", "depth",
-    "heads", "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment",
-    "local_crops", "out_dim", "momentum", "teacher_temp", "pool",
+    "heads", "dim_head", "patch_size", "block_size", "dropout", "lam", "eta", "no_augment", "mask_ratio",
+    "norm_pix_loss", "local_crops", "out_dim", "momentum", "teacher_temp", "pool",
 )  # fmt: skip
 
 
@@ -136,14 +136,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         choices=TASKS,
-        help="image classification, language, or dino (images without labels) (default image)",
+        help="image classification, language (lm, mlm), masked autoencoding of images (mae) or dino "
+        "(images without labels); default image",
     )
     p.add_argument(
         "--model",
         choices=MODEL_CHOICES,
-        help="crate|vit|crate-alpha|tost (image), crate|vit (dino), crate|gpt|crate-alpha|tost (lm), "
-        "crate|bert (mlm); "
-        "default crate",
+        help="crate|vit|crate-alpha|tost (image), crate|gpt|crate-alpha|tost (lm), crate|bert (mlm), "
+        "crate|vit (mae, dino); default crate",
     )
     p.add_argument(
         "--preset", help="size preset, e.g. mnist_tiny (image: whitebox.crate.PRESETS) or small (text)"
@@ -191,6 +191,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     sizes.add_argument("--lam", type=_nonnegative_float, help="ISTA sparsity weight lambda")
     sizes.add_argument("--eta", type=_nonnegative_float, help="ISTA step size eta")
     p.add_argument("--no-augment", action="store_true", help="image only: no random crops / flips")
+    p.add_argument(
+        "--mask-ratio", type=_positive_float, help="mae only: fraction of patches hidden (default 0.75)"
+    )
+    p.add_argument(
+        "--norm-pix-loss", action="store_true", default=None, help="mae only: standardize each target patch"
+    )
     p.add_argument(
         "--keep-epochs",
         action="store_true",
@@ -240,11 +246,16 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
         return p
 
     _add_train_args(command("train", "train a model into a run directory"))
-    p = command("eval", "held-out accuracy (image) or loss/perplexity (text) of a run")
+    p = command("eval", "held-out accuracy (image), loss/perplexity (text) or masked MSE (mae) of a run")
     p.add_argument("run", type=_run_dir)
-    p.add_argument("--knn", action="store_true", help="dino: k-NN accuracy of the frozen features")
+    p.add_argument("--knn", action="store_true", help="mae, dino: k-NN accuracy of the frozen features")
     p.add_argument(
-        "--linear-probe", action="store_true", help="dino: linear-probe accuracy of the frozen features"
+        "--linear-probe", action="store_true", help="mae, dino: linear-probe accuracy of the frozen features"
+    )
+    p.add_argument(
+        "--pool",
+        choices=("cls", "mean", "both"),
+        help="mae probes: which feature (default both; a dino run reads its config's pool)",
     )
     p = command("measure", "per-layer compression R^c and sparsity of a run")
     p.add_argument("run", type=_run_dir)
@@ -265,6 +276,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]]) -> a
     p.add_argument("--n", type=_positive_int, default=6, help="test images (default 6)")
     p.add_argument("--layers", type=_positive_int, default=2, help="how many last layers (default 2)")
     p.add_argument("--out", type=Path, help="folder for attention_layer*.png (default: the run directory)")
+    p = command("reconstruct", "masked-autoencoder runs: original, masked input, reconstructions (PNG)")
+    p.add_argument("runs", type=_run_dir, nargs="+", help="one run, or several side by side (same data)")
+    p.add_argument("--n", type=_positive_int, default=8, help="test images (default 8)")
+    p.add_argument("--out", type=Path, help="PNG path (default: RUN/reconstructions.png of the first run)")
     p = command("segment", "mean IoU of attention masks and normalized cuts against true masks")
     p.add_argument("run", type=_run_dir, help="an image run on scenes-mnist or scenes-fashion")
     p.add_argument(

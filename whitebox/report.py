@@ -9,14 +9,16 @@ inputs, segmentation is scored by ``whitebox.segment``; what is drawn is ``white
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from whitebox import measure, segment, viz
+from whitebox import invertibility, measure, segment, viz
 from whitebox.crate import intermediates
 from whitebox.data import DataLoader, load_dataset
+from whitebox.train import autoencode
 from whitebox.train.classify import ARCH_NAMES, ImageClassification, evenly_spaced
 from whitebox.train.dino import SelfDistillation
 from whitebox.train.run_files import CHECKPOINT, RunError, epoch_checkpoints, load_epoch, read_metrics
@@ -226,3 +228,44 @@ def run_figures(runs: dict[str, Path], figures: Path, n: int = 500) -> list[Path
         for name, run in zip(("crate", "vit"), pair, strict=True):
             made += attention_figures(run, figures, 4, 1, prefix=f"fashion_{name}_attention")
     return made
+
+
+def _mae_run(run: Path) -> tuple[autoencode.MaskedAutoencoding, Any]:
+    require_checkpoint(run)
+    task, model = open_run(run)
+    if not isinstance(task, autoencode.MaskedAutoencoding):
+        raise RunError(f"{run} is a {task.config.task} run, not a mae run")
+    return task, model
+
+
+def reconstruction_figure(runs: list[Path], out: Path, n: int) -> Path:
+    """One PNG: ``n`` test images, masked as the held-out score masks them, and each mae run's
+    reconstruction beside the others (all runs on the same dataset and patch size)."""
+    opened = [_mae_run(run) for run in runs]
+    first = opened[0][0].config
+    kind = [(t.config.data, t.config.model_args["patch_size"]) for t, _ in opened]
+    if len(set(kind)) > 1:
+        shown = ", ".join(f"{run}: {d} patch {p}" for run, (d, p) in zip(runs, kind, strict=True))
+        raise RunError(f"reconstruct compares runs on the same data and patch size; got {shown}")
+    images, noise, _, _ = opened[0][0].heldout_images(n)
+    fills, masked = {}, None
+    for run, (task, model) in zip(runs, opened, strict=True):
+        masked, fills[f"{autoencode.ARCH_NAMES[task.config.model]} {Path(run).name}"], _ = model.reconstruct(
+            images, noise
+        )
+    title = f"{first.data}: {int(first.mask_ratio * 100)}% of the patches hidden (held-out masks)"
+    return viz.plot_reconstructions(images.numpy(), masked, fills, out, title)
+
+
+def mirrored_run(run: Path, n: int, out: Path) -> tuple[list[dict[str, Any]], str, Path]:
+    """A CRATE-MAE run measured in mirrored order (``whitebox.invertibility``) on ``n`` held-out
+    images: (rows, title, path of mirrored.png; mirrored.json beside it)."""
+    task, model = _mae_run(run)
+    if task.config.model != "crate":
+        raise RunError(f"mirrored measurements need a CRATE-MAE run; {run} is a {task.config.model} run")
+    images = task.heldout_inputs(n)
+    rows = invertibility.mirrored_layers(model, images)
+    title = task.describe(len(images))
+    path = viz.plot_mirrored(rows, Path(out) / "mirrored.png", title)
+    path.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows, title, path

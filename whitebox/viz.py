@@ -1,4 +1,5 @@
-"""Plots: per-layer compression and sparsity curves, training curves, attention overlays.
+"""Plots: per-layer compression and sparsity curves, training curves, attention overlays,
+masked-autoencoder reconstructions and an autoencoder's mirrored per-layer curves.
 
 Every function draws on a bare ``matplotlib.figure.Figure`` (rendered by Agg; no pyplot, so no
 display and no global backend state), writes one PNG to ``path`` (creating its folder) and
@@ -174,4 +175,68 @@ def plot_attention(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_reconstructions(
+    originals: np.ndarray,
+    masked: np.ndarray,
+    reconstructions: Mapping[str, np.ndarray],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Rows = images; columns = the original, the masked input, then one reconstruction per model.
+
+    All arrays (B, C, H, W), as ``MaskedAutoencoder.reconstruct`` gives them; each row is drawn on
+    its original's intensity range (values outside it clipped), so the columns compare directly.
+    """
+    columns = {"original": originals, "masked input": masked, **reconstructions}
+    B = len(originals)
+    fig = Figure(figsize=(1.5 * len(columns), 1.5 * B + 0.4), layout="constrained")
+    axes = fig.subplots(B, len(columns), squeeze=False)
+    for b in range(B):
+        lo, hi = float(originals[b].min()), float(originals[b].max())
+        for c, (name, images) in enumerate(columns.items()):
+            img = (np.clip(np.asarray(images[b], dtype=np.float64), lo, hi) - lo) / max(hi - lo, 1e-12)
+            ax = axes[b, c]
+            ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if b == 0:
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_mirrored(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Three panels against the encoder layer l, from ``whitebox.invertibility.mirrored_layers``:
+    R^c of encoder layer l and of its mirror, decoder layer D - 1 - l; the nonzero fraction of the
+    encoder layer's output and of the decoder layer's input; and the relative distance of the
+    decoder layer's output to the encoder layer's input (with its distance to the other layers)."""
+    layers = [r["layer"] + 1 for r in rows]
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    ax_c, ax_s, ax_d = fig.subplots(1, 3)
+    ax_c.plot(layers, [r["enc_compression"] for r in rows], marker="o", label="encoder layer l")
+    ax_c.plot(layers, [r["dec_compression"] for r in rows], marker="s", label="decoder layer D-l+1")
+    ax_s.plot(layers, [r["enc_sparsity"] for r in rows], marker="o", label="encoder output")
+    ax_s.plot(layers, [r["dec_sparsity"] for r in rows], marker="s", label="decoder input")
+    ax_d.plot(layers, [r["distance"] for r in rows], marker="o", color="k", label="to its mirror")
+    others = [[d for m, d in enumerate(r["distance_to"]) if m != r["layer"]] for r in rows]
+    if any(others):
+        ax_d.plot(layers, [min(o) for o in others], ls="--", marker=".", label="to the nearest other layer")
+    ax_c.set(xlabel="encoder layer l", ylabel=r"$R^c$", title="compression (mirrored)")
+    ax_s.set(xlabel="encoder layer l", ylabel=r"$\|Z\|_0 / (dN)$", title="nonzero fraction (mirrored)")
+    ax_s.set_ylim(0, 1.05)
+    ax_d.set(
+        xlabel="encoder layer l",
+        ylabel=r"$\|X - Z^\ell\|_F / \|Z^\ell\|_F$",
+        title="decoder output vs encoder input",
+    )
+    for ax in (ax_c, ax_s, ax_d):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

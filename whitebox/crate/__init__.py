@@ -15,6 +15,7 @@ from whitebox.crate.classifier import PatchClassifier, Patchify
 from whitebox.crate.crate_block import CRATEBlock, CRATETransformer
 from whitebox.crate.ista import ISTA, ista
 from whitebox.crate.language import BERT, GPT, CausalCRATE, CausalCRATEAlpha, CausalToST, MaskedCRATE
+from whitebox.crate.mae import CRATEMAE
 from whitebox.crate.mssa import MSSA
 from whitebox.crate.presets import ARCHITECTURES, PRESETS, create
 from whitebox.crate.probe import intermediates, record
@@ -22,11 +23,13 @@ from whitebox.crate.token_model import TokenModel, causal_mask, fill_mask
 from whitebox.crate.transformer_block import FeedForward, TransformerBlock
 from whitebox.crate.tssa import TSSA, CausalTSSA
 from whitebox.crate.vision import CRATE, CRATEAlpha, ToST, ViT, official_crate
+from whitebox.crate.vit_mae import ViTMAE
 
 __all__ = [
     "ARCHITECTURES",
     "BERT",
     "CRATE",
+    "CRATEMAE",
     "GPT",
     "ISTA",
     "MSSA",
@@ -52,6 +55,7 @@ __all__ = [
     "Transformer",
     "TransformerBlock",
     "ViT",
+    "ViTMAE",
     "causal_mask",
     "create",
     "fill_mask",

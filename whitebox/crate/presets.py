@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from whitebox.crate.language import BERT, GPT, CausalCRATE, CausalCRATEAlpha, CausalToST, MaskedCRATE
+from whitebox.crate.mae import CRATEMAE
 from whitebox.crate.token_model import TokenModel
 from whitebox.crate.vision import CRATE, CRATEAlpha, ToST, ViT
+from whitebox.crate.vit_mae import ViTMAE
 from whitebox.nn import Module
 
 ARCHITECTURES: dict[str, type[Module]] = {
@@ -26,6 +28,8 @@ ARCHITECTURES: dict[str, type[Module]] = {
     "tost": ToST,
     "causal_crate_alpha": CausalCRATEAlpha,
     "causal_tost": CausalToST,
+    "mae_crate": CRATEMAE,
+    "mae_vit": ViTMAE,
 }
 
 
@@ -87,6 +91,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         for arch in ("causal_crate", "gpt", "masked_crate", "bert", "causal_crate_alpha", "causal_tost")
         for size in _TEXT
     },
+    # Masked autoencoders (defined beside their classes): the official CRATE-MAE sizes, the
+    # official MAE twins, and small ones for 28x28 and 32x32 images with their twins.
+    **{name: _cfg("mae_crate", **cfg) for name, cfg in CRATEMAE.PRESETS.items()},
+    **{name: _cfg("mae_vit", **cfg) for name, cfg in ViTMAE.PRESETS.items()},
 }
 
 

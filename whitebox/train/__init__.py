@@ -1,6 +1,6 @@
 """Training: a task-agnostic loop (``loop``), run configs (``config``), the task interface and the
-one ``train`` (``task``), and the tasks: image classification (``classify``) and language
-modelling, causal and masked (``language``).
+one ``train`` (``task``), and the tasks: image classification (``classify``), language
+modelling, causal and masked (``language``), and masked autoencoding of images (``autoencode``).
 
 Only the loop, the configs and the interface are imported here; a task module is imported when a
 run of it is made or opened (``task.TASKS``).
@@ -10,6 +10,7 @@ from whitebox.train.config import (
     ConfigError,
     ImageConfig,
     LMConfig,
+    MAEConfig,
     MLMConfig,
     TrainConfig,
     build_optimizer,
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ImageConfig",
     "LMConfig",
+    "MAEConfig",
     "MLMConfig",
     "Task",
     "TrainConfig",

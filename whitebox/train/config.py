@@ -7,6 +7,7 @@ with ``@register("task name")``:
     ImageConfig   ("image")  image classification (CRATE, ViT, CRATE-alpha, ToST on a named dataset)
     LMConfig      ("lm")     language modelling (next-token prediction)
     MLMConfig     ("mlm")    masked language modelling (adds ``mask_prob``)
+    MAEConfig     ("mae")    masked autoencoding of images (CRATE-MAE or its ViT-MAE twin)
 
 A new task (an autoencoder, self-supervised training) adds its own subclass in its own file.
 Every field carries its allowed range in its metadata (``spec``); ``validate`` checks them all
@@ -170,6 +171,25 @@ class MLMConfig(LMConfig):
     mask_prob: float = spec(0.15, low=0, high=1, above=True)
 
 
+@register("mae")
+@dataclasses.dataclass(kw_only=True)
+class MAEConfig(TrainConfig):
+    """Masked autoencoding: ``model`` (CRATE-MAE or ViT-MAE, ``model_args``) on dataset ``data``,
+    ``mask_ratio`` of the patches hidden (``whitebox.train.autoencode``)."""
+
+    model: str = spec("crate", choices=("crate", "vit"))
+    preset: str = spec("mae_crate_mnist_tiny")  # the whitebox.crate.PRESETS key model_args started from
+    data: str = spec("mnist5k")
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    mask_ratio: float = spec(0.75, low=0, high=1, above=True)  # < 1 is checked by check
+    norm_pix_loss: bool = spec(False)
+    min_lr: float = spec(1e-5, low=0)
+
+    def check(self) -> None:
+        if self.mask_ratio >= 1:
+            raise ConfigError(f"mask_ratio must be < 1 (some patches stay visible), got {self.mask_ratio}")
+
+
 def _check(name: str, value: Any, kind: Any, meta: dict[str, Any]) -> None:
     """Raise ConfigError unless ``value`` is of ``kind`` and within ``meta``'s range / choices."""
     if value is None and meta.get("optional"):
@@ -283,9 +303,10 @@ def read_config(run_dir: Path) -> TrainConfig:
 
 #: Command-line settings that only some runs take: setting -> (who takes it, test on (task, model)).
 ONLY_FOR: dict[str, tuple[str, Callable[[str, str], bool]]] = {
-    **dict.fromkeys(("steps", "tokenizer", "block_size"), ("lm/mlm runs", lambda t, m: t != "image")),
+    **dict.fromkeys(("steps", "tokenizer", "block_size"), ("lm/mlm runs", lambda t, m: t in ("lm", "mlm"))),
     **dict.fromkeys(("label_smoothing", "no_augment"), ("image runs", lambda t, m: t == "image")),
-    "patch_size": ("image and dino runs", lambda t, m: t in ("image", "dino")),
+    "patch_size": ("image, mae and dino runs", lambda t, m: t in ("image", "mae", "dino")),
+    **dict.fromkeys(("mask_ratio", "norm_pix_loss"), ("mae runs", lambda t, m: t == "mae")),
     **dict.fromkeys(
         ("local_crops", "out_dim", "momentum", "teacher_temp", "pool"),
         ("dino runs", lambda t, m: t == "dino"),
@@ -320,9 +341,10 @@ def _saved_value(saved: TrainConfig, name: str, value: Any) -> tuple[str, Any, A
         return name, saved.task, value
     if name == "no_augment":
         return "augment", getattr(saved, "augment", None), not value
-    if name == "preset" and isinstance(saved, ImageConfig) and saved.preset == f"{saved.model}_{value}":
+    full = (f"{saved.model}_{value}", f"mae_{saved.model}_{value}")  # the image and mae preset keys
+    if name == "preset" and isinstance(saved, ImageConfig | MAEConfig) and saved.preset in full:
         return name, saved.preset, saved.preset
-    if isinstance(saved, ImageConfig) and name in saved.model_args:
+    if isinstance(saved, ImageConfig | MAEConfig) and name in saved.model_args:
         return name, saved.model_args[name], value
     return name, getattr(saved, name, None), value
 

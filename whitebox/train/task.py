@@ -44,6 +44,7 @@ TASKS = {
     "image": "whitebox.train.classify:ImageClassification",
     "lm": "whitebox.train.language:LanguageModelling",
     "mlm": "whitebox.train.language:LanguageModelling",
+    "mae": "whitebox.train.autoencode:MaskedAutoencoding",
     "dino": "whitebox.train.dino:SelfDistillation",
 }
 #: How long the ranks wait for rank 0 to prepare the run directory (a tokenizer to train, images to read).
