@@ -1,7 +1,7 @@
 """The tutorials' exercise checks accept the reference solutions and reject wrong answers.
 
 tutorials/exercises.py holds one checker per exercise of tutorials 00-08 and
-tutorials/solutions.py the reference answers (tutorials 10-14: exercises_successors.py
+tutorials/solutions.py the reference answers (tutorials 09-14: exercises_successors.py
 and solutions_successors.py); each wrong answer below is a plausible slip, and its
 checker must say so (return False), or the check would be worthless.
 """
@@ -148,6 +148,11 @@ def _shares(w, K):
     return (W / W.sum(axis=1, keepdims=True)).sum(axis=-1)
 
 
+def _mask_inverted(noise, ratio):
+    ids_keep, ids_restore, mask = SS.random_masking(noise, ratio)
+    return ids_keep, ids_restore, ~mask
+
+
 def _per_tensor_clip(grads, max_norm):
     clipped = [g * min(1.0, max_norm / (np.linalg.norm(g) + 1e-6)) for g in grads]
     return clipped, math.sqrt(sum(float((g * g).sum()) for g in grads))
@@ -234,6 +239,33 @@ WRONG = {
     "08.3": [
         _random_first,
         lambda ids, cu, ku, r, p, m: (S.corrupt(ids, cu, ku, r, p, m)[0], ids),  # targets everywhere
+    ],
+    "09.1": [
+        lambda p, P, size: (
+            p.reshape(len(p), size[0] // P, size[1] // P, -1, P, P)  # channels first in a patch
+            .transpose(0, 3, 1, 4, 2, 5)
+            .reshape(len(p), -1, *size)
+        ),
+        lambda p, P, size: SS.unpatchify(p, P, size[::-1]).transpose(0, 1, 3, 2),  # rows and columns swapped
+    ],
+    "09.2": [
+        lambda noise, ratio: SS.random_masking(-noise, ratio),  # keeps the largest noise
+        _mask_inverted,  # mask = 1 where a patch is kept
+    ],
+    "09.3": [
+        lambda pred, t, m, norm: SS.masked_loss(
+            pred, t, np.ones_like(m), norm
+        ),  # every patch, not the hidden
+        lambda pred, t, m, norm: SS.masked_loss(
+            pred,
+            (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-6) if norm else t,
+            m,
+            False,
+        ),  # the biased variance (ddof 0)
+    ],
+    "09.4": [
+        lambda dim, grid: SS.sincos_embedding(dim, grid[::-1]),  # height and width swapped
+        lambda dim, grid: SS.sincos_embedding(dim, grid)[1:],  # no row for the cls token
     ],
     "10.1": [
         lambda a, g: a[:, :, 1:, 0].reshape(*a.shape[:2], *g),  # column 0: what the patches give cls

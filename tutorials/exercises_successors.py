@@ -1,4 +1,4 @@
-"""Checks for the exercises of tutorials 10-14: ``check("12.1", my_rate)`` says whether an answer is right.
+"""Checks for the exercises of tutorials 09-14: ``check("12.1", my_rate)`` says whether an answer is right.
 
 The same contract as tutorials/exercises.py (which holds the exercises of tutorials 00-08):
 each key has a checker that compares an answer with the library on tiny fixed inputs and a
@@ -19,7 +19,7 @@ from checking import Exercise, WrongAnswerError, close, mixture, rng
 
 import whitebox
 from whitebox import distributed, measure, nn, ops, rate, segment
-from whitebox.crate import MSSA
+from whitebox.crate import MSSA, autoencoder
 from whitebox.crate.alpha import sparse_code
 from whitebox.crate.ista import ISTA
 from whitebox.distributed.buckets import plan_buckets
@@ -32,6 +32,41 @@ def _rows_on_simplex(scores: np.ndarray) -> np.ndarray:
     """softmax of each row: probabilities to feed a checker."""
     e = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+# 09 · Encoders and decoders from the same operators
+
+
+def _check_unpatchify(fn: Callable[[np.ndarray, int, tuple[int, int]], np.ndarray]) -> None:
+    images = rng(54).standard_normal((2, 3, 8, 12))  # 3 channels, not square: the order matters
+    for P in (2, 4):
+        close(fn(autoencoder.patchify(images, P), P, (8, 12)), images, f"images back from {P} x {P} patches")
+
+
+def _check_random_masking(fn: Callable[[np.ndarray, float], tuple[Any, Any, Any]]) -> None:
+    noise = rng(55).random((3, 10))
+    for ratio in (0.75, 0.3):
+        want = autoencoder.random_masking(noise, ratio)
+        got = fn(noise, ratio)
+        if not isinstance(got, tuple) or len(got) != 3:
+            raise WrongAnswerError("return three arrays: (ids_keep, ids_restore, mask)")
+        for name, g, w in zip(("ids_keep", "ids_restore", "mask"), got, want, strict=True):
+            close(g, w, f"{name} (mask ratio {ratio})")
+
+
+def _check_masked_loss(fn: Callable[[np.ndarray, np.ndarray, np.ndarray, bool], float]) -> None:
+    gen = rng(56)
+    pred, target = gen.standard_normal((2, 6, 12)), 2 + 3 * gen.standard_normal((2, 6, 12))
+    mask = gen.random((2, 6)) < 0.5
+    mask[0, 0] = True  # at least one hidden patch
+    for norm in (False, True):
+        want = autoencoder.masked_patch_loss(Tensor(pred), target, mask, norm_pix_loss=norm).item()
+        close(fn(pred, target, mask, norm), want, f"the loss (norm_pix_loss={norm})", rtol=1e-6)
+
+
+def _check_sincos(fn: Callable[[int, tuple[int, int]], np.ndarray]) -> None:
+    for dim, grid in ((8, (2, 3)), (16, (3, 2))):
+        close(fn(dim, grid), autoencoder.sincos_pos_embed(dim, grid), f"dim {dim}, grid {grid}")
 
 
 # 10 · Objects segment themselves
@@ -216,6 +251,10 @@ def _check_tied_mssa(fn: Callable[[np.ndarray, np.ndarray, int, float], np.ndarr
 
 
 SUCCESSOR_EXERCISES: dict[str, Exercise] = {
+    "09.1": Exercise(_check_unpatchify, "unpatchify"),
+    "09.2": Exercise(_check_random_masking, "random_masking"),
+    "09.3": Exercise(_check_masked_loss, "masked_loss"),
+    "09.4": Exercise(_check_sincos, "sincos_embedding"),
     "10.1": Exercise(_check_cls_maps, "cls_maps"),
     "10.2": Exercise(_check_mass_threshold, "mass_threshold"),
     "10.3": Exercise(_check_iou, "iou"),

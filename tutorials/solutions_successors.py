@@ -1,4 +1,4 @@
-"""Reference solutions to the exercises of tutorials 10-14 (tutorials/exercises_successors.py checks them).
+"""Reference solutions to the exercises of tutorials 09-14 (tutorials/exercises_successors.py checks them).
 
 Try each exercise in its notebook first; ``exercises_successors.solution("12.1")`` prints one
 of these. Rows are tokens, as in the library: ``Z`` is (N, d), ``U`` is (K, d, p).
@@ -14,6 +14,49 @@ import numpy as np
 def _softmax(A: np.ndarray, axis: int = -1) -> np.ndarray:
     e = np.exp(A - A.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+# 09 · Encoders and decoders from the same operators
+
+
+def unpatchify(patches: np.ndarray, P: int, image_size: tuple[int, int]) -> np.ndarray:
+    """(B, L, P P C) -> (B, C, H, W): undo patchify's (row, column, channel) order inside a patch."""
+    (H, W), (B, n) = image_size, (len(patches), patches.shape[-1])
+    C = n // (P * P)
+    return patches.reshape(B, H // P, W // P, P, P, C).transpose(0, 5, 1, 3, 2, 4).reshape(B, C, H, W)
+
+
+def random_masking(noise: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the int(L (1 - ratio)) patches of smallest noise; return (ids_keep, the rank of each patch,
+    mask = 1 where a patch is hidden)."""
+    keep = int(noise.shape[1] * (1 - ratio))
+    order = np.argsort(noise, axis=1, kind="stable")
+    rank = np.argsort(order, axis=1, kind="stable")
+    return order[:, :keep], rank, rank >= keep
+
+
+def masked_loss(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, norm_pix: bool) -> float:
+    """Mean over hidden patches of each patch's mean squared error; norm_pix standardizes each target patch
+    (ddof 1, + 1e-6 under the root)."""
+    if norm_pix:
+        target = (target - target.mean(-1, keepdims=True)) / np.sqrt(
+            target.var(-1, ddof=1, keepdims=True) + 1e-6
+        )
+    per_patch = ((pred - target) ** 2).mean(axis=-1)
+    return float((per_patch * mask).sum() / mask.sum())
+
+
+def sincos_embedding(dim: int, grid: tuple[int, int]) -> np.ndarray:
+    """Row 0 (cls) zero; patch t = i w + j gets [e(j), e(i)], e(x) = [sin(x omega), cos(x omega)], omega_k =
+    10000^(-k / (dim/4)), k < dim/4."""
+    h, w = grid
+    omega = 10000.0 ** (-np.arange(dim // 4) / (dim // 4))
+
+    def e(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.sin(np.outer(x, omega)), np.cos(np.outer(x, omega))], axis=1)
+
+    rows, cols = np.divmod(np.arange(h * w), w)
+    return np.concatenate([np.zeros((1, dim)), np.concatenate([e(cols), e(rows)], axis=1)])
 
 
 # 10 · Objects segment themselves
