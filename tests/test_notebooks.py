@@ -151,3 +151,31 @@ def test_stamp_refuses_small_mode_and_flags_small_stamps(tmp_path: Path, monkeyp
 
 def test_rerun_command_names_the_notebook():
     assert stamp.rerun_command(NOTEBOOKS[0]) == f"make notebooks NOTEBOOKS=tutorials/{NOTEBOOKS[0].name}"
+
+
+def test_stamp_ignores_files_of_an_environment_inside_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A .venv inside the checkout (an editable install's finder holds the clone's path) is not a source:
+    neither recorded nor, when an older stamp recorded it, compared."""
+    monkeypatch.delenv("WHITEBOX_SMALL", raising=False)
+    folder = tmp_path / "tutorials"
+    folder.mkdir()
+    site = tmp_path / ".venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "finder_mod.py").write_text("WHERE = 'this clone'\n")
+    path = _tiny_notebook(folder)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[
+        1
+    ].source = (
+        f"import sys\nsys.path.insert(0, {str(site)!r})\nimport finder_mod, helper\nprint(helper.VALUE)"
+    )
+    nbformat.write(nb, path)
+    recorded = stamp.execute(path, root=tmp_path)
+    assert list(recorded["sources"]) == ["helper.py"]
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["whitebox"]["sources"]["../.venv/lib/site-packages/finder_mod.py"] = "an older stamp's hash"
+    nbformat.write(nb, path)
+    (site / "finder_mod.py").write_text("WHERE = 'another clone'\n")
+    assert stamp.stale_reasons(path) == []

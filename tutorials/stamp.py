@@ -53,10 +53,20 @@ def cells_hash(nb: Any) -> str:
     return h.hexdigest()
 
 
+def _installed(rel: str) -> bool:
+    """True for a file of an environment (a ``.venv`` inside the checkout, site-packages): not a source.
+
+    Such files depend on where the checkout lies (an editable install's finder holds its path), so
+    they would make every clone's notebooks look stale.
+    """
+    parts = Path(rel).parts
+    return ".venv" in parts or "site-packages" in parts
+
+
 def _relative(path: str, folder: Path, root: Path) -> str | None:
-    """``path`` relative to ``folder`` (POSIX), if it is a .py file inside ``root``; else None."""
+    """``path`` relative to ``folder`` (POSIX), if it is a source .py file inside ``root``; else None."""
     p = Path(path).resolve()
-    if p.suffix != ".py" or not p.is_relative_to(root):
+    if p.suffix != ".py" or not p.is_relative_to(root) or _installed(str(p.relative_to(root))):
         return None
     return Path(os.path.relpath(p, folder)).as_posix()
 
@@ -126,6 +136,8 @@ def stale_reasons(path: Path) -> list[str]:
     if not sources:
         reasons.append("the stamp records no source files")
     for rel, digest in sorted(sources.items()):
+        if _installed(rel):  # recorded by an older stamp.py: not a source
+            continue
         source = path.parent / rel
         if not source.exists():
             reasons.append(f"{rel} no longer exists")
