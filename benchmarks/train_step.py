@@ -11,7 +11,8 @@ warm-up, ``--repeats`` times each, each after ``--pause`` idle seconds (so that 
 framework's spinning worker threads slow the other); we report medians and the ratio
 whitebox / PyTorch. On
 the CPU both use the same number of threads: OpenBLAS's pool (NumPy, read and set with
-threadpoolctl) and torch.set_num_threads. On the GPU (``--device cuda``, needs CuPy and
+threadpoolctl) and whitebox's own elementwise threads (``whitebox.host_threads``) beside
+torch.set_num_threads. On the GPU (``--device cuda``, needs CuPy and
 torch.cuda) each timed step ends with a device synchronize.
 
 Peak memory: each framework runs the step in a fresh subprocess, after its model, data
@@ -133,12 +134,16 @@ def torch_step(device: str, size: int, weights: Any = None) -> Callable[[], floa
 
 
 def set_threads(n: int | None) -> int:
-    """Use ``n`` BLAS threads in NumPy and torch (default: NumPy's current count); returns it."""
+    """Use ``n`` threads in NumPy's BLAS, whitebox's elementwise work and torch (default: NumPy's
+    current BLAS count); returns it."""
     from threadpoolctl import threadpool_info, threadpool_limits
+
+    from whitebox import host_threads
 
     blas = [p for p in threadpool_info() if p["user_api"] == "blas" and "numpy" in p["filepath"]]
     n = n or (blas[0]["num_threads"] if blas else os.cpu_count() or 1)
     threadpool_limits(n, user_api="blas")
+    host_threads.set_num_threads(n)
     try:
         import torch
 
@@ -361,7 +366,8 @@ def main() -> None:
     big = 4096 if args.device == "cuda" else 2048
     gemm_big = gemm_gflops(args.device, big, big, big)
 
-    dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {threads} BLAS/torch threads"
+    cpu = f"CPU, {threads} BLAS/whitebox/torch threads"
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else cpu
     print(f"CRATE train step: {CFG}, batch {args.batch}, float32, AdamW; {dev}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(

@@ -1,0 +1,107 @@
+"""Row blocks over the host's cores: the elementwise work of a fused op, split across threads.
+
+NumPy runs each ufunc on one core, while its BLAS products already use them all, so on a
+machine with several cores the elementwise passes of an op (layer norm's normalization,
+attention's softmax and its small per-head products) leave the other cores idle.
+``for_blocks(fn, rows, like)`` cuts ``range(rows)`` into one contiguous block per thread and
+calls ``fn(block)`` (a slice) on each at the same time; NumPy releases the GIL inside its loops,
+so the blocks really run in parallel.
+
+The contract that keeps this simple and exact: ``fn`` is *row-local*. Block i reads whatever
+it likes but writes only its own rows, of arrays allocated before the call, and computes each
+row exactly as a single call over all rows would. Then the result is bit-for-bit the same for
+any number of threads (``tests/test_host_threads.py`` checks it for every op that splits).
+Reductions across rows (a weight's gradient) and large products stay outside, in the calling
+thread, where BLAS threads them itself.
+
+Threads: ``WHITEBOX_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the cores this process may
+run on; ``set_num_threads(n)`` changes it. Work under ``MIN_BLOCK`` elements a block, CuPy
+arrays (a GPU kernel is parallel already) and calls made from inside a block run as one call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+MIN_BLOCK = 1 << 16  # elements: below this, handing a block to a thread costs more than it saves
+
+_num_threads: int | None = None
+_pool: ThreadPoolExecutor | None = None
+_inside = threading.local()
+
+
+def _default_threads() -> int:
+    for var in ("WHITEBOX_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                raise ValueError(f"{var} must be a positive integer, got {value!r}") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def num_threads() -> int:
+    """How many threads ``for_blocks`` splits work over."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_threads()
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Split host elementwise work over ``n`` threads (1: never split)."""
+    global _num_threads, _pool
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
+    _num_threads = n
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+
+
+def _reset_after_fork() -> None:  # a forked child inherits the pool object, not its threads
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _run(fn: Callable[[slice], Any], block: slice) -> Any:
+    _inside.active = True
+    try:
+        return fn(block)
+    finally:
+        _inside.active = False
+
+
+def for_blocks(fn: Callable[[slice], Any], rows: int, like: Any) -> list[Any]:
+    """Call ``fn(slice)`` over contiguous blocks covering ``range(rows)``, in parallel on the host
+    when ``like`` (an array the work is proportional to) is a large NumPy array; returns the
+    calls' results in block order. ``fn`` must be row-local (see the module docstring)."""
+    blocks = min(num_threads(), rows, like.size // MIN_BLOCK) if isinstance(like, np.ndarray) else 1
+    if blocks <= 1 or getattr(_inside, "active", False):
+        return [fn(slice(0, rows))]
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=num_threads() - 1, thread_name_prefix="whitebox")
+    cuts = [rows * i // blocks for i in range(blocks + 1)]
+    slices = [slice(a, b) for a, b in itertools.pairwise(cuts)]
+    futures = [_pool.submit(_run, fn, s) for s in slices[1:]]
+    try:
+        first = _run(fn, slices[0])
+    finally:
+        rest = [f.result() for f in futures]  # wait for every block, even when one failed
+    return [first, *rest]
