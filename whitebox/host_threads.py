@@ -1,18 +1,22 @@
-"""Row blocks over the host's cores: the elementwise work of a fused op, split across threads.
+"""Row blocks over the host's cores: the work of an op, split across threads.
 
-NumPy runs each ufunc on one core, while its BLAS products already use them all, so on a
-machine with several cores the elementwise passes of an op (layer norm's normalization,
-attention's softmax and its small per-head products) leave the other cores idle.
-``for_blocks(fn, rows, like)`` cuts ``range(rows)`` into one contiguous block per thread and
-calls ``fn(block)`` (a slice) on each at the same time; NumPy releases the GIL inside its loops,
-so the blocks really run in parallel.
+NumPy runs each ufunc on one core, so on a machine with several cores the elementwise passes
+of an op (layer norm's normalization, attention's softmax and its small per-head products)
+leave the other cores idle. ``for_blocks(fn, rows, like)`` cuts ``range(rows)`` into one
+contiguous block per thread and calls ``fn(block)`` (a slice) on each at the same time; NumPy
+releases the GIL inside its loops and BLAS calls, so the blocks really run in parallel.
 
 The contract that keeps this simple and exact: ``fn`` is *row-local*. Block i reads whatever
 it likes but writes only its own rows, of arrays allocated before the call, and computes each
-row exactly as a single call over all rows would. Then the result is bit-for-bit the same for
-any number of threads (``tests/test_host_threads.py`` checks it for every op that splits).
-Reductions across rows (a weight's gradient) and large products stay outside, in the calling
-thread, where BLAS threads them itself.
+row exactly as a single call over all rows would. Elementwise work is then bit-for-bit the
+same for any number of threads. Products split the same way (``ops.linalg.matmul_arrays``:
+one BLAS call per block of rows), which is exact when BLAS computes a row the same whatever
+the number of rows it is given, as the OpenBLAS NumPy ships does (``tests/test_host_threads.py``
+checks elementwise ops bit for bit, products to float rounding).
+
+So whitebox, not BLAS, spreads the work over the cores: at the first split this module limits
+NumPy's BLAS to one thread (threadpoolctl, process-wide), which also keeps idle BLAS threads
+from spinning on the cores the blocks need; ``set_num_threads(1)`` gives BLAS its threads back.
 
 Threads: ``WHITEBOX_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the cores this process may
 run on; ``set_num_threads(n)`` changes it. Work under ``MIN_BLOCK`` elements a block, CuPy
@@ -34,6 +38,7 @@ MIN_BLOCK = 1 << 16  # elements: below this, handing a block to a thread costs m
 
 _num_threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
+_blas_limit: Any = None  # threadpoolctl's limit object while whitebox holds BLAS to one thread
 _inside = threading.local()
 
 
@@ -61,13 +66,23 @@ def num_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Split host elementwise work over ``n`` threads (1: never split)."""
-    global _num_threads, _pool
+    global _num_threads, _pool, _blas_limit
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
     _num_threads = n
     if _pool is not None:
         _pool.shutdown(wait=True)
         _pool = None
+    if n == 1 and _blas_limit is not None:
+        _blas_limit.restore_original_limits()
+        _blas_limit = None
+
+
+def _hold_blas_to_one_thread() -> None:
+    global _blas_limit
+    from threadpoolctl import threadpool_limits
+
+    _blas_limit = threadpool_limits(limits=1, user_api="blas")
 
 
 def _reset_after_fork() -> None:  # a forked child inherits the pool object, not its threads
@@ -87,14 +102,19 @@ def _run(fn: Callable[[slice], Any], block: slice) -> Any:
         _inside.active = False
 
 
-def for_blocks(fn: Callable[[slice], Any], rows: int, like: Any) -> list[Any]:
+def for_blocks(fn: Callable[[slice], Any], rows: int, like: Any, min_rows: int = 1) -> list[Any]:
     """Call ``fn(slice)`` over contiguous blocks covering ``range(rows)``, in parallel on the host
     when ``like`` (an array the work is proportional to) is a large NumPy array; returns the
-    calls' results in block order. ``fn`` must be row-local (see the module docstring)."""
-    blocks = min(num_threads(), rows, like.size // MIN_BLOCK) if isinstance(like, np.ndarray) else 1
+    calls' results in block order, each block at least ``min_rows`` long. ``fn`` must be
+    row-local (see the module docstring)."""
+    blocks = (
+        min(num_threads(), rows // min_rows, like.size // MIN_BLOCK) if isinstance(like, np.ndarray) else 1
+    )
     if blocks <= 1 or getattr(_inside, "active", False):
         return [fn(slice(0, rows))]
     global _pool
+    if _blas_limit is None:
+        _hold_blas_to_one_thread()
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=num_threads() - 1, thread_name_prefix="whitebox")
     cuts = [rows * i // blocks for i in range(blocks + 1)]

@@ -18,6 +18,7 @@ from typing import Any
 from whitebox import backend
 from whitebox.host_threads import for_blocks
 from whitebox.nn import Module, Parameter, init
+from whitebox.ops.linalg import matmul_arrays
 from whitebox.tensor import Tensor, make
 
 
@@ -59,7 +60,7 @@ def ista(x: Tensor, D: Tensor, eta: float, lam: float) -> Tensor:
         y *= eta
         y += x2
     else:
-        y = x2 @ P
+        y = matmul_arrays(x2, P)
 
     def shrink(r: slice) -> None:  # rows r, on the host's threads (host_threads)
         yr = y[r]
@@ -73,10 +74,11 @@ def ista(x: Tensor, D: Tensor, eta: float, lam: float) -> Tensor:
         g2 = g.reshape(-1, d)
         gy = xp.empty_like(g2)
         for_blocks(lambda r: xp.multiply(g2[r], out[r] > 0, out=gy[r]), gy.shape[0], gy)
-        gx = (gy @ (_fold(Dd, eta) if P is None else P).T).reshape(x.shape) if x.requires_grad else None
-        gD = None
+        gx = gD = None
+        if x.requires_grad:
+            gx = matmul_arrays(gy, (_fold(Dd, eta) if P is None else P).T).reshape(x.shape)
         if D.requires_grad:
-            G = x2.T @ gy
+            G = matmul_arrays(x2.T, gy)
             gD = G - Dd @ (G + G.T)
             gD *= eta
         return gx, gD

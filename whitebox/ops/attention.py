@@ -20,6 +20,7 @@ mask to dA and uses the undropped A in the softmax VJP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -127,26 +128,37 @@ def _check(p: float, scale: float | None, head_dim: int) -> float:
 
 
 def _attend(
-    Q: Any, Kt: Any, V: Any, mask: Any, scale: float, *, keep: Any, symmetric: bool
-) -> tuple[Any, Any, Any]:
-    """Per head A = softmax(scale Q Kt) (masked), Ad = A * keep (dropout's mask, or None) and
-    heads = Ad V, for inputs (..., H, N, p) and Kt (..., H, p, N); returns (A, Ad, heads). The
-    heads of each leading index are independent, so blocks of the leading axis run on the
-    host's threads (``host_threads``)."""
+    load: Callable[[slice], None],
+    Q: Any,
+    Kt: Any,
+    V: Any,
+    *,
+    mask: Any,
+    scale: float,
+    keep: Any,
+    symmetric: bool,
+    out_heads: Any,
+) -> tuple[Any, Any]:
+    """Per head A = softmax(scale Q Kt) (masked) and Ad = A * keep (dropout's mask, or None);
+    writes Ad V into ``out_heads``, the output's (..., H, N, p) view, and returns (A, Ad).
+    Q, Kt, V are (..., H, N, p), (..., H, p, N), (..., H, N, p) arrays that ``load(r)`` fills
+    for the leading indices r. The heads of each leading index are independent, so blocks of
+    the leading axis do all of it, the head-splitting copies included, on the host's threads
+    (``host_threads``)."""
     xp = backend.array_module(Q)
     A = xp.empty((*Q.shape[:-1], Kt.shape[-1]), dtype=Q.dtype)
     Ad = A if keep is None else xp.empty_like(A)
-    heads = xp.empty((*A.shape[:-1], V.shape[-1]), dtype=Q.dtype)
 
     def block(r: slice) -> None:
+        load(r)
         S = xp.matmul(Q[r], Kt[r], out=A[r])
         _probabilities(S, _block(mask, r, A.ndim), scale, symmetric)
         if keep is not None:
             xp.multiply(S, keep[r], out=Ad[r])
-        xp.matmul(Ad[r], V[r], out=heads[r])
+        out_heads[r] = Ad[r] @ V[r]
 
     for_blocks(block, A.shape[0], A)
-    return A, Ad, heads
+    return A, Ad
 
 
 def tied_attention(
@@ -169,33 +181,45 @@ def tied_attention(
     The backward uses rowsum(dA * A) = rowsum(g * out) per head (no N x N temporary).
     """
     xp = w.xp
-    W = xp.ascontiguousarray(_split_heads(w.data, heads))  # (..., H, N, p): faster batched products
-    Wt = xp.ascontiguousarray(W.swapaxes(-1, -2))
+    w_heads = _split_heads(w.data, heads)  # (..., H, N, p), a view
+    W = xp.empty(w_heads.shape, dtype=w.dtype)  # contiguous copies: faster batched products
+    Wt = xp.empty((*W.shape[:-2], W.shape[-1], W.shape[-2]), dtype=w.dtype)
+
+    def load(r: slice) -> None:
+        W[r] = w_heads[r]
+        Wt[r] = W[r].swapaxes(-1, -2)
+
     s = _check(dropout, scale, W.shape[-1])
     scores = (*W.shape[:-1], W.shape[-2])
     keep = _dropout_mask(scores, dropout, W) if training and dropout > 0 else None
-    A, Ad, per_head = _attend(W, Wt, W, _mask_array(mask, w, scores), s, keep=keep, symmetric=True)
-    out = _merge_heads(per_head)
+    out = xp.empty(w.shape, dtype=w.dtype)
+    m = _mask_array(mask, w, scores)
+    A, Ad = _attend(
+        load, W, Wt, W, mask=m, scale=s, keep=keep, symmetric=True, out_heads=_split_heads(out, heads)
+    )
 
     def backward(g: Any) -> tuple[Any]:
-        G = xp.ascontiguousarray(_split_heads(g, heads))
+        g_heads = _split_heads(g, heads)
         rowsum = _head_rowsum(g * out, heads)
-        dW = xp.empty_like(W)
+        grad = xp.empty(w.shape, dtype=xp.result_type(g.dtype, A.dtype))
+        grad_heads = _split_heads(grad, heads)
 
         def block(r: slice) -> None:  # the heads of leading indices r (host_threads' contract)
-            dWr = xp.matmul(Ad[r].swapaxes(-1, -2), G[r], out=dW[r])
-            dA = G[r] @ Wt[r]
+            G = xp.ascontiguousarray(g_heads[r])
+            dW = Ad[r].swapaxes(-1, -2) @ G
+            dA = G @ Wt[r]
             if keep is not None:
                 dA *= keep[r]
             dS = _softmax_vjp(dA, A[r], rowsum[r])
             dS *= s
             # s (dS + dS^T) w as two products: forming dS + dS^T reads dS across its rows, a
             # strided pass over N x N that costs more than the second product (4.6x at N = 1024)
-            dWr += dS @ W[r]
-            dWr += dS.swapaxes(-1, -2) @ W[r]
+            dW += dS @ W[r]
+            dW += dS.swapaxes(-1, -2) @ W[r]
+            grad_heads[r] = dW
 
         for_blocks(block, A.shape[0], A)
-        return (_merge_heads(dW),)
+        return (grad,)
 
     return make(out, (w,), backward), A
 
@@ -218,29 +242,46 @@ def attention(
     xp = qkv.xp
     if qkv.shape[-1] % 3:
         raise ValueError(f"attention: the last axis of qkv {qkv.shape} must hold q, k and v (3 equal parts)")
-    Q, K, V = (xp.ascontiguousarray(_split_heads(t, heads)) for t in xp.split(qkv.data, 3, axis=-1))
+    views = [_split_heads(t, heads) for t in xp.split(qkv.data, 3, axis=-1)]  # q, k, v (..., H, N, p)
+    Q, K, V = (xp.empty(views[0].shape, dtype=qkv.dtype) for _ in range(3))
+
+    def load(r: slice) -> None:
+        for dst, src in zip((Q, K, V), views, strict=True):
+            dst[r] = src[r]
+
     s = _check(dropout, scale, Q.shape[-1])
     scores = (*Q.shape[:-1], K.shape[-2])
     keep = _dropout_mask(scores, dropout, Q) if training and dropout > 0 else None
+    out = xp.empty((*qkv.shape[:-1], qkv.shape[-1] // 3), dtype=qkv.dtype)
     m = _mask_array(mask, qkv, scores)
-    A, Ad, per_head = _attend(Q, K.swapaxes(-1, -2), V, m, s, keep=keep, symmetric=False)
-    out = _merge_heads(per_head)
+    A, Ad = _attend(
+        load,
+        Q,
+        K.swapaxes(-1, -2),
+        V,
+        mask=m,
+        scale=s,
+        keep=keep,
+        symmetric=False,
+        out_heads=_split_heads(out, heads),
+    )
 
     def backward(g: Any) -> tuple[Any]:
-        G = xp.ascontiguousarray(_split_heads(g, heads))
+        g_heads = _split_heads(g, heads)
         rowsum = _head_rowsum(g * out, heads)
-        grad = xp.empty(qkv.shape, dtype=g.dtype)
+        grad = xp.empty(qkv.shape, dtype=xp.result_type(g.dtype, A.dtype))
         dQ, dK, dV = (_split_heads(t, heads) for t in xp.split(grad, 3, axis=-1))
 
         def block(r: slice) -> None:  # the heads of leading indices r (host_threads' contract)
-            dA = G[r] @ V[r].swapaxes(-1, -2)
+            G = xp.ascontiguousarray(g_heads[r])
+            dA = G @ V[r].swapaxes(-1, -2)
             if keep is not None:
                 dA *= keep[r]
             dS = _softmax_vjp(dA, A[r], rowsum[r])
             dS *= s
             dQ[r] = dS @ K[r]
             dK[r] = dS.swapaxes(-1, -2) @ Q[r]
-            dV[r] = Ad[r].swapaxes(-1, -2) @ G[r]
+            dV[r] = Ad[r].swapaxes(-1, -2) @ G
 
         for_blocks(block, A.shape[0], A)
         return (grad,)
