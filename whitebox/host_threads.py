@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-MIN_BLOCK = 1 << 16  # elements: below this, handing a block to a thread costs more than it saves
+MIN_BLOCK = 1 << 18  # elements a block at least: smaller blocks cost more to hand over than they save
 
 _num_threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
