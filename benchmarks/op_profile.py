@@ -4,11 +4,12 @@ Times are CPU seconds of the process (``time.process_time``, all threads), which
 shared machine distorts far less than wall time; the step's wall time is printed beside.
 
 Every public op of ``whitebox.ops`` is wrapped, wherever a whitebox module holds a
-reference to it, by a timer that records its forward time (exclusive: time spent in ops it
-calls is charged to those) and, on the tensor it returns, wraps the backward closure so the
-VJP's time is charged to the same op. The optimizer update and the autograd engine's own
-work (the backward pass minus the VJPs) get rows of their own; the rest of the Python around
-the ops is "other": the step's CPU time minus all rows.
+reference to it (the attention modules' ``rule`` included), by a timer that records its
+forward time (exclusive: time spent in ops it calls is charged to those) and, on the tensor
+it returns, wraps the backward closure so the VJP's time is charged to the same op. The
+optimizer update and the autograd engine's own work (the backward pass minus the VJPs) get
+rows of their own; the rest of the Python around the ops is "other": the step's CPU time
+minus all rows.
 
 Used by ``python benchmarks/train_step.py --profile STEPS``.
 """
@@ -67,6 +68,8 @@ class OpTimes:
 # Fused ops defined outside whitebox.ops (module, name), and methods timed as a whole.
 EXTRA_OPS = (("whitebox.crate.ista", "ista"),)
 METHODS = (("whitebox.optim.optimizer", "Optimizer", "step"), ("whitebox.tensor", "Tensor", "backward"))
+# Attention ops that modules hold as a class attribute (``rule = staticmethod(op)``).
+RULES = (("whitebox.crate.mssa", "MSSA"), ("whitebox.crate.attention", "Attention"))
 
 
 @contextmanager
@@ -93,6 +96,11 @@ def profiled_ops() -> Iterator[OpTimes]:
         cls = getattr(importlib.import_module(mod_name), cls_name)
         patched.append((cls, meth, cls.__dict__[meth]))
         setattr(cls, meth, times.wrap(f"{cls_name}.{meth}", cls.__dict__[meth]))
+    for mod_name, cls_name in RULES:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+        op = cls.__dict__["rule"].__func__
+        patched.append((cls, "rule", cls.__dict__["rule"]))
+        cls.rule = staticmethod(times.wrap(op.__name__, op))
     try:
         yield times
     finally:

@@ -11,7 +11,9 @@ warm-up, ``--repeats`` times each, each after ``--pause`` idle seconds (so that 
 framework's spinning worker threads slow the other); we report medians and the ratio
 whitebox / PyTorch. On
 the CPU both use the same number of threads: OpenBLAS's pool (NumPy, read and set with
-threadpoolctl) and torch.set_num_threads. On the GPU (``--device cuda``, needs CuPy and
+threadpoolctl) and whitebox's own threads (``whitebox.host_threads``, which split the work into
+row blocks and hold BLAS to one thread while they do) beside torch.set_num_threads; the plain
+GEMM it is compared with runs on that many BLAS threads. On the GPU (``--device cuda``, needs CuPy and
 torch.cuda) each timed step ends with a device synchronize.
 
 Peak memory: each framework runs the step in a fresh subprocess, after its model, data
@@ -49,6 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 FRAMEWORKS = ("whitebox", "pytorch")
 CFG = {
@@ -133,12 +136,16 @@ def torch_step(device: str, size: int, weights: Any = None) -> Callable[[], floa
 
 
 def set_threads(n: int | None) -> int:
-    """Use ``n`` BLAS threads in NumPy and torch (default: NumPy's current count); returns it."""
+    """Use ``n`` threads in NumPy's BLAS, whitebox's row blocks and torch (default: NumPy's current
+    BLAS count); returns it. (whitebox's first split holds BLAS to one thread.)"""
     from threadpoolctl import threadpool_info, threadpool_limits
+
+    from whitebox import host_threads
 
     blas = [p for p in threadpool_info() if p["user_api"] == "blas" and "numpy" in p["filepath"]]
     n = n or (blas[0]["num_threads"] if blas else os.cpu_count() or 1)
     threadpool_limits(n, user_api="blas")
+    host_threads.set_num_threads(n)
     try:
         import torch
 
@@ -313,6 +320,9 @@ def main() -> None:
     parser.add_argument("--_memory", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     CFG.update(MODELS[args.model])
+    from whitebox import backend
+
+    backend.tune_malloc()  # as the command line does, so the step is timed as users run it
     if args.profile:
         from op_profile import print_profile, profile_steps
 
@@ -321,9 +331,6 @@ def main() -> None:
         return
 
     threads = set_threads(args.threads)
-    from whitebox import backend
-
-    backend.tune_malloc()  # as the command line does, so the step is timed as users run it
     if args._memory:
         print(json.dumps(measure_memory(args._memory, args.device, args.batch, args.memory_steps, threads)))
         return
@@ -357,11 +364,13 @@ def main() -> None:
     mem = {k: memory_in_subprocess(k, args, threads) for k in FRAMEWORKS}
     gflop = {k: step_gflop(args.batch, k) for k in FRAMEWORKS}
     rows = args.batch * ((CFG["image_size"] // CFG["patch_size"]) ** 2 + 1)
-    gemm_model = gemm_gflops(args.device, rows, CFG["dim"], CFG["dim"])
     big = 4096 if args.device == "cuda" else 2048
-    gemm_big = gemm_gflops(args.device, big, big, big)
+    with threadpool_limits(threads, user_api="blas"):  # whitebox held BLAS to one thread for its blocks
+        gemm_model = gemm_gflops(args.device, rows, CFG["dim"], CFG["dim"])
+        gemm_big = gemm_gflops(args.device, big, big, big)
 
-    dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {threads} BLAS/torch threads"
+    cpu = f"CPU, {threads} threads each (whitebox's blocks, one BLAS thread each; torch.set_num_threads)"
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else cpu
     print(f"CRATE train step: {CFG}, batch {args.batch}, float32, AdamW; {dev}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(

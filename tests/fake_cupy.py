@@ -36,7 +36,7 @@ import scipy.special
 # What whitebox calls on the array module (xp.<name>), on arrays, and as ufuncs.
 FUNCTIONS = (
     "arange", "argsort", "asarray", "ascontiguousarray", "broadcast_to", "clip", "concatenate", "copyto",
-    "diagonal", "einsum", "empty", "expand_dims", "eye", "full", "isfinite", "isnan", "matmul",
+    "diagonal", "einsum", "empty", "empty_like", "expand_dims", "eye", "full", "isfinite", "isnan", "matmul",
     "max", "ones", "ones_like", "split", "stack", "take", "tril", "triu", "where", "zeros",
     "zeros_like", "sum", "mean", "result_type", "array",
     "shape", "ndim",  # np.shape / np.ndim on device ids and state dicts (CuPy has both)

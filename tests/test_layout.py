@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "whitebox"
 # or lower ones, never a higher one.
 LAYERS: dict[str, int] = {
     "backend": 0,
+    "host_threads": 0,  # elementwise work of fused ops split over the host's cores (issue 16)
     "tensor": 1,
     "ops": 1,
     "functional": 1,

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
-from whitebox import backend, distributed, invertibility, measure, report, viz
+from whitebox import backend, distributed, host_threads, invertibility, measure, report, viz
 from whitebox.cli_args import DEMO, TRAIN_SETTINGS, UsageError, build_parser, check_out, data_names
 from whitebox.data import load_dataset
 from whitebox.data.download import ChecksumError
@@ -160,7 +160,9 @@ def cmd_launch(args: argparse.Namespace) -> None:
     if "--distributed" not in command:
         command.append("--distributed")
     print(" ".join(command), flush=True)
-    status = subprocess.run(command, check=False).returncode
+    env = dict(os.environ)  # the ranks share the cores: each splits its elementwise work over its share
+    env.setdefault("WHITEBOX_NUM_THREADS", str(max(1, host_threads.num_threads() // args.n)))
+    status = subprocess.run(command, check=False, env=env).returncode
     if status:
         raise SystemExit(status)
 

@@ -127,8 +127,9 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
         "--blas-threads",
         type=_positive_int,
         default=1,
-        help="BLAS threads (default 1: the matrices are small, and BLAS threads competing with other "
-        "processes for the cores slow training down several times over)",
+        help="BLAS threads (default 1) when WHITEBOX_NUM_THREADS=1; otherwise whitebox splits each large op "
+        "over the cores itself (WHITEBOX_NUM_THREADS, default: the cores it may use) and runs BLAS on one "
+        "thread per block",
     )
 
 

@@ -16,7 +16,9 @@ import math
 from typing import Any
 
 from whitebox import backend
+from whitebox.host_threads import for_blocks
 from whitebox.nn import Module, Parameter, init
+from whitebox.ops.linalg import matmul_arrays
 from whitebox.tensor import Tensor, make
 
 
@@ -58,16 +60,25 @@ def ista(x: Tensor, D: Tensor, eta: float, lam: float) -> Tensor:
         y *= eta
         y += x2
     else:
-        y = x2 @ P
-    y -= eta * lam
-    out = xp.maximum(y, 0, out=y)
+        y = matmul_arrays(x2, P)
+
+    def shrink(r: slice) -> None:  # rows r, on the host's threads (host_threads)
+        yr = y[r]
+        yr -= eta * lam
+        xp.maximum(yr, 0, out=yr)
+
+    for_blocks(shrink, y.shape[0], y)
+    out = y
 
     def backward(g: Any) -> tuple[Any, Any]:
-        gy = g.reshape(-1, d) * (out > 0)
-        gx = (gy @ (_fold(Dd, eta) if P is None else P).T).reshape(x.shape) if x.requires_grad else None
-        gD = None
+        g2 = g.reshape(-1, d)
+        gy = xp.empty_like(g2)
+        for_blocks(lambda r: xp.multiply(g2[r], out[r] > 0, out=gy[r]), gy.shape[0], gy)
+        gx = gD = None
+        if x.requires_grad:
+            gx = matmul_arrays(gy, (_fold(Dd, eta) if P is None else P).T).reshape(x.shape)
         if D.requires_grad:
-            G = x2.T @ gy
+            G = matmul_arrays(x2.T, gy)
             gD = G - Dd @ (G + G.T)
             gD *= eta
         return gx, gD

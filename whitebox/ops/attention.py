@@ -20,11 +20,13 @@ mask to dA and uses the undropped A in the softmax VJP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from whitebox import backend
+from whitebox.host_threads import for_blocks
 from whitebox.tensor import Tensor, make
 
 
@@ -42,14 +44,29 @@ def _merge_heads(x: Any) -> Any:
     return x.swapaxes(-3, -2).reshape(*lead, n, h * p)
 
 
-def _mask_array(mask: Any, like: Tensor) -> Any:
+def _mask_array(mask: Any, like: Tensor, scores: tuple[int, ...]) -> Any:
+    """The boolean mask as a device array, checked to broadcast to the ``scores`` shape."""
     if mask is None:
         return None
     m = mask.data if isinstance(mask, Tensor) else mask
     m = backend.to_device(like.xp.asarray(m), like.device)
     if m.dtype != bool:
         raise TypeError(f"attention: mask must be boolean (True = may attend), got dtype {m.dtype}")
+    try:
+        if np.broadcast_shapes(m.shape, scores) != scores:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"attention: mask of shape {m.shape} does not broadcast to the scores {scores} "
+            "(batch, heads, N, N)"
+        ) from None
     return m
+
+
+def _block(a: Any, r: slice, ndim: int) -> Any:
+    """Rows ``r`` of the leading axis of an array broadcast against ``ndim``-dimensional scores:
+    the array itself where that axis is missing or has length 1 (it broadcasts)."""
+    return a if a is None or a.ndim < ndim or a.shape[0] == 1 else a[r]
 
 
 def _rowsum(x: Any) -> Any:
@@ -67,13 +84,7 @@ def _probabilities(S: Any, mask: Any, scale: float, symmetric: bool = False) -> 
     """
     xp = backend.array_module(S)
     if mask is not None:
-        try:
-            xp.copyto(S, -xp.inf, where=~mask)
-        except ValueError as exc:
-            raise ValueError(
-                f"attention: mask of shape {mask.shape} does not broadcast to the scores {S.shape} "
-                "(batch, heads, N, N)"
-            ) from exc
+        xp.copyto(S, -xp.inf, where=~mask)
         m = S.max(axis=-1, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0).astype(S.dtype, copy=False)
     elif symmetric:
@@ -116,6 +127,40 @@ def _check(p: float, scale: float | None, head_dim: int) -> float:
     return head_dim**-0.5 if scale is None else scale
 
 
+def _attend(
+    load: Callable[[slice], None],
+    Q: Any,
+    Kt: Any,
+    V: Any,
+    *,
+    mask: Any,
+    scale: float,
+    keep: Any,
+    symmetric: bool,
+    out_heads: Any,
+) -> tuple[Any, Any]:
+    """Per head A = softmax(scale Q Kt) (masked) and Ad = A * keep (dropout's mask, or None);
+    writes Ad V into ``out_heads``, the output's (..., H, N, p) view, and returns (A, Ad).
+    Q, Kt, V are (..., H, N, p), (..., H, p, N), (..., H, N, p) arrays that ``load(r)`` fills
+    for the leading indices r. The heads of each leading index are independent, so blocks of
+    the leading axis do all of it, the head-splitting copies included, on the host's threads
+    (``host_threads``)."""
+    xp = backend.array_module(Q)
+    A = xp.empty((*Q.shape[:-1], Kt.shape[-1]), dtype=Q.dtype)
+    Ad = A if keep is None else xp.empty_like(A)
+
+    def block(r: slice) -> None:
+        load(r)
+        S = xp.matmul(Q[r], Kt[r], out=A[r])
+        _probabilities(S, _block(mask, r, A.ndim), scale, symmetric)
+        if keep is not None:
+            xp.multiply(S, keep[r], out=Ad[r])
+        out_heads[r] = Ad[r] @ V[r]
+
+    for_blocks(block, A.shape[0], A)
+    return A, Ad
+
+
 def tied_attention(
     w: Tensor,
     heads: int,
@@ -136,27 +181,45 @@ def tied_attention(
     The backward uses rowsum(dA * A) = rowsum(g * out) per head (no N x N temporary).
     """
     xp = w.xp
-    W = xp.ascontiguousarray(_split_heads(w.data, heads))  # (..., H, N, p): faster batched products
-    Wt = xp.ascontiguousarray(W.swapaxes(-1, -2))
+    w_heads = _split_heads(w.data, heads)  # (..., H, N, p), a view
+    W = xp.empty(w_heads.shape, dtype=w.dtype)  # contiguous copies: faster batched products
+    Wt = xp.empty((*W.shape[:-2], W.shape[-1], W.shape[-2]), dtype=w.dtype)
+
+    def load(r: slice) -> None:
+        W[r] = w_heads[r]
+        Wt[r] = W[r].swapaxes(-1, -2)
+
     s = _check(dropout, scale, W.shape[-1])
-    A = _probabilities(W @ Wt, _mask_array(mask, w), s, symmetric=True)
-    keep = _dropout_mask(A.shape, dropout, A) if training and dropout > 0 else None
-    Ad = A if keep is None else A * keep
-    out = _merge_heads(Ad @ W)
+    scores = (*W.shape[:-1], W.shape[-2])
+    keep = _dropout_mask(scores, dropout, W) if training and dropout > 0 else None
+    out = xp.empty(w.shape, dtype=w.dtype)
+    m = _mask_array(mask, w, scores)
+    A, Ad = _attend(
+        load, W, Wt, W, mask=m, scale=s, keep=keep, symmetric=True, out_heads=_split_heads(out, heads)
+    )
 
     def backward(g: Any) -> tuple[Any]:
-        G = xp.ascontiguousarray(_split_heads(g, heads))
-        dW = Ad.swapaxes(-1, -2) @ G
-        dA = G @ Wt
-        if keep is not None:
-            dA *= keep
-        dS = _softmax_vjp(dA, A, _head_rowsum(g * out, heads))
-        dS *= s
-        # s (dS + dS^T) w as two products: forming dS + dS^T reads dS across its rows, a
-        # strided pass over N x N that costs more than the second product (4.6x at N = 1024)
-        dW += dS @ W
-        dW += dS.swapaxes(-1, -2) @ W
-        return (_merge_heads(dW),)
+        g_heads = _split_heads(g, heads)
+        rowsum = _head_rowsum(g * out, heads)
+        grad = xp.empty(w.shape, dtype=xp.result_type(g.dtype, A.dtype))
+        grad_heads = _split_heads(grad, heads)
+
+        def block(r: slice) -> None:  # the heads of leading indices r (host_threads' contract)
+            G = xp.ascontiguousarray(g_heads[r])
+            dW = Ad[r].swapaxes(-1, -2) @ G
+            dA = G @ Wt[r]
+            if keep is not None:
+                dA *= keep[r]
+            dS = _softmax_vjp(dA, A[r], rowsum[r])
+            dS *= s
+            # s (dS + dS^T) w as two products: forming dS + dS^T reads dS across its rows, a
+            # strided pass over N x N that costs more than the second product (4.6x at N = 1024)
+            dW += dS @ W[r]
+            dW += dS.swapaxes(-1, -2) @ W[r]
+            grad_heads[r] = dW
+
+        for_blocks(block, A.shape[0], A)
+        return (grad,)
 
     return make(out, (w,), backward), A
 
@@ -179,25 +242,48 @@ def attention(
     xp = qkv.xp
     if qkv.shape[-1] % 3:
         raise ValueError(f"attention: the last axis of qkv {qkv.shape} must hold q, k and v (3 equal parts)")
-    Q, K, V = (xp.ascontiguousarray(_split_heads(t, heads)) for t in xp.split(qkv.data, 3, axis=-1))
+    views = [_split_heads(t, heads) for t in xp.split(qkv.data, 3, axis=-1)]  # q, k, v (..., H, N, p)
+    Q, K, V = (xp.empty(views[0].shape, dtype=qkv.dtype) for _ in range(3))
+
+    def load(r: slice) -> None:
+        for dst, src in zip((Q, K, V), views, strict=True):
+            dst[r] = src[r]
+
     s = _check(dropout, scale, Q.shape[-1])
-    A = _probabilities(Q @ K.swapaxes(-1, -2), _mask_array(mask, qkv), s)
-    keep = _dropout_mask(A.shape, dropout, A) if training and dropout > 0 else None
-    Ad = A if keep is None else A * keep
-    out = _merge_heads(Ad @ V)
+    scores = (*Q.shape[:-1], K.shape[-2])
+    keep = _dropout_mask(scores, dropout, Q) if training and dropout > 0 else None
+    out = xp.empty((*qkv.shape[:-1], qkv.shape[-1] // 3), dtype=qkv.dtype)
+    m = _mask_array(mask, qkv, scores)
+    A, Ad = _attend(
+        load,
+        Q,
+        K.swapaxes(-1, -2),
+        V,
+        mask=m,
+        scale=s,
+        keep=keep,
+        symmetric=False,
+        out_heads=_split_heads(out, heads),
+    )
 
     def backward(g: Any) -> tuple[Any]:
-        G = xp.ascontiguousarray(_split_heads(g, heads))
-        dA = G @ V.swapaxes(-1, -2)
-        if keep is not None:
-            dA *= keep
-        dS = _softmax_vjp(dA, A, _head_rowsum(g * out, heads))
-        dS *= s
-        grad = xp.empty(qkv.shape, dtype=g.dtype)
+        g_heads = _split_heads(g, heads)
+        rowsum = _head_rowsum(g * out, heads)
+        grad = xp.empty(qkv.shape, dtype=xp.result_type(g.dtype, A.dtype))
         dQ, dK, dV = (_split_heads(t, heads) for t in xp.split(grad, 3, axis=-1))
-        dQ[...] = dS @ K
-        dK[...] = dS.swapaxes(-1, -2) @ Q
-        dV[...] = Ad.swapaxes(-1, -2) @ G
+
+        def block(r: slice) -> None:  # the heads of leading indices r (host_threads' contract)
+            G = xp.ascontiguousarray(g_heads[r])
+            dA = G @ V[r].swapaxes(-1, -2)
+            if keep is not None:
+                dA *= keep[r]
+            dS = _softmax_vjp(dA, A[r], rowsum[r])
+            dS *= s
+            dQ[r] = dS @ K[r]
+            dK[r] = dS.swapaxes(-1, -2) @ Q[r]
+            dV[r] = Ad[r].swapaxes(-1, -2) @ G
+
+        for_blocks(block, A.shape[0], A)
         return (grad,)
 
     return make(out, (qkv,), backward), A

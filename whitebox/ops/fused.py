@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from whitebox import backend
+from whitebox.host_threads import for_blocks
 from whitebox.tensor import Tensor, make
 
 
@@ -86,6 +87,7 @@ def layer_norm(
     dx = r (gh - mean(gh) - xhat mean(gh xhat)); dweight = sum g xhat; dbias = sum g.
     The backward forms P = g xhat once: its column sums are dweight and P @ weight / d is
     mean(gh xhat); sums over rows (of length d) and columns are matrix-vector products.
+    The elementwise passes run over blocks of rows on the host's threads (``host_threads``).
     """
     d = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
@@ -93,27 +95,51 @@ def layer_norm(
             raise ValueError(f"layer_norm: {name} must have shape ({d},) for input {x.shape}, got {t.shape}")
     xp = x.xp
     x2 = x.data.reshape(-1, d)
+    rows = x2.shape[0]
     mean_vec = xp.full(d, 1 / d, dtype=x.dtype)  # row means as matrix-vector products (fast)
-    xhat = x2 - (x2 @ mean_vec)[:, None]
-    rstd = (1 / xp.sqrt(xp.einsum("ij,ij->i", xhat, xhat) / d + eps))[:, None]
-    xhat *= rstd
-    out = xhat * weight.data if weight is not None else xhat.copy()
-    if bias is not None:
-        out += bias.data
+    mean = x2 @ mean_vec
+    xhat, out = xp.empty_like(x2), xp.empty_like(x2)
+    rstd = xp.empty((rows, 1), dtype=x.dtype)
+
+    def normalize(r: slice) -> None:  # rows r of xhat, rstd and out (host_threads' contract)
+        xh = xp.subtract(x2[r], mean[r, None], out=xhat[r])
+        rstd[r] = (1 / xp.sqrt(xp.einsum("ij,ij->i", xh, xh) / d + eps))[:, None]
+        xh *= rstd[r]
+        if weight is not None:
+            xp.multiply(xh, weight.data, out=out[r])
+        else:
+            out[r] = xh
+        if bias is not None:
+            out[r] += bias.data
+
+    for_blocks(normalize, rows, x2)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g: Any) -> tuple[Any, ...]:
         g2 = g.reshape(-1, d)
-        ones = xp.ones(g2.shape[0], dtype=g2.dtype)
-        P = g2 * xhat
+        P, gh = xp.empty_like(g2), xp.empty_like(g2)
+
+        def products(r: slice) -> None:
+            xp.multiply(g2[r], xhat[r], out=P[r])
+            if weight is not None:
+                xp.multiply(g2[r], weight.data, out=gh[r])
+            else:
+                gh[r] = g2[r]
+
+        for_blocks(products, rows, g2)
+        ones = xp.ones(rows, dtype=g2.dtype)
         dweight = ones @ P if weight is not None and weight.requires_grad else None
         proj = (P @ weight.data) * (1 / d) if weight is not None else P @ mean_vec
-        gh = g2 * weight.data if weight is not None else g2.copy()
         mean_gh = gh @ mean_vec
-        xp.multiply(xhat, proj[:, None], out=P)  # P is free again: xhat mean(gh xhat)
-        gh -= P
-        gh -= mean_gh[:, None]
-        gh *= rstd
+
+        def combine(r: slice) -> None:
+            p = xp.multiply(xhat[r], proj[r, None], out=P[r])  # P is free again: xhat mean(gh xhat)
+            h = gh[r]
+            h -= p
+            h -= mean_gh[r, None]
+            h *= rstd[r]
+
+        for_blocks(combine, rows, g2)
         grads = [gh.reshape(x.shape)]
         if weight is not None:
             grads.append(dweight)

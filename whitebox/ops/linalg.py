@@ -10,8 +10,26 @@ from typing import Any
 
 import numpy as np
 
+from whitebox.host_threads import for_blocks
 from whitebox.ops.elementwise import operands
 from whitebox.tensor import Tensor, make, sum_to_shape
+
+MIN_ROWS = 16  # rows of a block of a split product
+
+
+def matmul_arrays(a: Any, b: Any) -> Any:
+    """a @ b on backend arrays. For a 2-D ``b`` (a linear layer's weight, a gradient's product
+    with it) the rows of ``a`` (flattened over its leading axes) run in blocks on the host's
+    threads (``host_threads``): each block is one BLAS product of its rows, so each output row
+    is computed as one product over all rows computes it. A block has at least ``MIN_ROWS``
+    rows: NumPy hands a one-row product to a matrix-vector routine, which sums differently."""
+    if not (isinstance(a, np.ndarray) and a.ndim >= 2 and getattr(b, "ndim", 0) == 2):
+        return a @ b
+    a2 = a.reshape(math.prod(a.shape[:-1]), a.shape[-1])  # not -1: ambiguous when an axis is empty
+    out = np.empty((a2.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    like = max(out, a2, key=lambda x: x.size)
+    for_blocks(lambda r: np.matmul(a2[r], b, out=out[r]), a2.shape[0], like, min_rows=MIN_ROWS)
+    return out.reshape(*a.shape[:-1], b.shape[1])
 
 
 def matmul(a: Any, b: Any) -> Tensor:
@@ -34,7 +52,7 @@ def matmul(a: Any, b: Any) -> Tensor:
             f"axis of the second ({k_b})"
         )
     try:
-        out = a.data @ b.data
+        out = matmul_arrays(a.data, b.data)
     except ValueError as exc:
         raise ValueError(
             f"matmul: the batch axes of shapes {a.shape} and {b.shape} do not broadcast"
@@ -49,12 +67,12 @@ def matmul(a: Any, b: Any) -> Tensor:
             g = g[..., None]
         ga = gb = None
         if a.requires_grad:
-            ga = g @ B.swapaxes(-1, -2)
+            ga = matmul_arrays(g, B.swapaxes(-1, -2))
             ga = sum_to_shape(ga, A.shape).reshape(a.shape)
         if b.requires_grad:
-            if B.ndim == 2 and A.ndim > 2:
+            if B.ndim == 2:  # one product over all rows (a 2-D ``a`` included), in blocks of b's rows
                 rows = math.prod(A.shape[:-1])  # not -1: ambiguous when an axis is empty
-                gb = A.reshape(rows, A.shape[-1]).T @ g.reshape(rows, g.shape[-1])
+                gb = matmul_arrays(A.reshape(rows, A.shape[-1]).T, g.reshape(rows, g.shape[-1]))
             else:
                 gb = sum_to_shape(A.swapaxes(-1, -2) @ g, B.shape)
             gb = gb.reshape(b.shape)
