@@ -11,6 +11,11 @@ optimizer update and the autograd engine's own work (the backward pass minus the
 rows of their own; the rest of the Python around the ops is "other": the step's CPU time
 minus all rows.
 
+Wall time is split too: ``whitebox.host_threads.for_blocks`` is wrapped wherever a module holds
+it, and the wall time of each call that really split its rows over threads (it returns one
+result per block) is charged to the block function; the step's wall time outside those calls
+ran on one thread (the main one).
+
 Used by ``python benchmarks/train_step.py --profile STEPS``.
 """
 
@@ -32,6 +37,8 @@ class OpTimes:
         self.backward: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._child = [0.0]  # a stack: time spent in nested ops, per open forward call
+        self.block_wall: dict[str, float] = defaultdict(float)  # wall seconds of split for_blocks calls
+        self.block_calls: dict[str, int] = defaultdict(int)
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         from whitebox.tensor import Tensor
@@ -64,6 +71,21 @@ class OpTimes:
 
         return timed
 
+    def wrap_blocks(self, for_blocks: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+        """``host_threads.for_blocks``, timing (wall) the calls that split into several blocks."""
+
+        def timed(fn: Callable[[slice], Any], *args: Any, **kwargs: Any) -> list[Any]:
+            tic = time.perf_counter()
+            out = for_blocks(fn, *args, **kwargs)
+            if len(out) > 1:
+                name = fn.__qualname__.replace("<locals>.", "").replace(".<lambda>", "")
+                self.block_wall[name] += time.perf_counter() - tic
+                self.block_calls[name] += 1
+            return out
+
+        timed.__wrapped__ = for_blocks
+        return timed
+
 
 # Fused ops defined outside whitebox.ops (module, name), and methods timed as a whole.
 EXTRA_OPS = (("whitebox.crate.ista", "ista"),)
@@ -79,11 +101,14 @@ def profiled_ops() -> Iterator[OpTimes]:
     import importlib
 
     import whitebox.ops
+    from whitebox import host_threads
 
     times = OpTimes()
     originals = {name: getattr(whitebox.ops, name) for name in whitebox.ops.__all__}
     originals.update({name: getattr(importlib.import_module(mod), name) for mod, name in EXTRA_OPS})
     by_id = {id(fn): (name, times.wrap(name, fn)) for name, fn in originals.items()}
+    originals["for_blocks"] = host_threads.for_blocks
+    by_id[id(host_threads.for_blocks)] = ("for_blocks", times.wrap_blocks(host_threads.for_blocks))
     patched = []
     for mod_name, mod in list(sys.modules.items()):
         if not mod_name.startswith("whitebox") or mod is None:
@@ -109,7 +134,10 @@ def profiled_ops() -> Iterator[OpTimes]:
 
 
 def profile_steps(step: Callable[[], float], steps: int, warmup: int = 2) -> dict[str, Any]:
-    """Run ``warmup`` untimed steps, then ``steps`` profiled ones; per-step seconds per op."""
+    """Run ``warmup`` untimed steps, then ``steps`` profiled ones; per-step milliseconds per op
+    (CPU) and per split block function (wall)."""
+    from whitebox import host_threads
+
     for _ in range(warmup):
         step()
     with profiled_ops() as times:
@@ -130,11 +158,18 @@ def profile_steps(step: Callable[[], float], steps: int, warmup: int = 2) -> dic
     engine["forward_ms"] -= sum(r["backward_ms"] for r in rows.values())
     rows["autograd engine"] = engine
     ops_ms = sum(r["forward_ms"] + r["backward_ms"] for r in rows.values())
+    blocks = {
+        name: {"calls": times.block_calls[name] / steps, "wall_ms": 1e3 * seconds / steps}
+        for name, seconds in times.block_wall.items()
+    }
     return {
         "step_ms": 1e3 * wall / steps,
         "cpu_ms": 1e3 * cpu / steps,
         "ops": rows,
         "other_ms": 1e3 * cpu / steps - ops_ms,
+        "threads": host_threads.num_threads(),
+        "blocks": blocks,
+        "one_thread_ms": 1e3 * wall / steps - sum(b["wall_ms"] for b in blocks.values()),
     }
 
 
@@ -152,3 +187,12 @@ def print_profile(prof: dict[str, Any], batch: int, top: int = 15) -> None:
     print(f"{'other':16} {'':>6} {'':>8} {'':>8} {other:>8.2f} {100 * other / step:>5.1f}%")
     print("autograd engine: backward pass minus the ops' VJPs (graph walk, gradient accumulation);")
     print("other: the step's remaining CPU time (modules' Python, zero_grad, loss.item)")
+    in_blocks = prof["step_ms"] - prof["one_thread_ms"]
+    print(
+        f"\nwall {prof['step_ms']:.1f} ms a step: {in_blocks:.1f} ms in whitebox's thread blocks "
+        f"({prof['threads']} threads), {prof['one_thread_ms']:.1f} ms on one thread"
+    )
+    if prof["blocks"]:
+        print(f"{'blocks (wall ms)':34} {'calls':>6} {'wall':>8}")
+        for name, b in sorted(prof["blocks"].items(), key=lambda kv: -kv[1]["wall_ms"])[:top]:
+            print(f"{name:34} {b['calls']:>6.0f} {b['wall_ms']:>8.2f}")
