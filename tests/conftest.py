@@ -1,12 +1,20 @@
-"""Shared test setup: the ``device`` fixture and the hypothesis profile."""
+"""Shared test setup: the ``device``, ``threads`` and ``load_benchmark`` fixtures and the
+hypothesis profile."""
 
 from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import fake_cupy
 import pytest
 from hypothesis import HealthCheck, settings
 
-from whitebox import backend
+from whitebox import backend, host_threads
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 # `device` is function-scoped (the fake CuPy is installed per test); it holds no per-example state.
 settings.register_profile(
@@ -29,3 +37,26 @@ def device(request: pytest.FixtureRequest) -> str:
         fake_cupy.install(request.getfixturevalue("monkeypatch"))
         return "cuda"
     return request.param
+
+
+@pytest.fixture
+def threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """``host_threads.set_num_threads``, with even small arrays split (MIN_BLOCK = 1); the thread
+    count is restored afterwards."""
+    monkeypatch.setattr(host_threads, "MIN_BLOCK", 1)
+    before = host_threads.num_threads()
+    yield host_threads.set_num_threads
+    host_threads.set_num_threads(before)
+
+
+@pytest.fixture
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Import a script of ``benchmarks/`` by name (they are scripts, not a package)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -3,7 +3,6 @@ GPU path (training comparison, report, summary) runs on the CuPy double."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,20 +11,11 @@ import pytest
 
 from whitebox import backend
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
-
-
-def load_script() -> object:
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
-    return gpu_check
-
 
 def test_gpu_check_without_a_gpu_skips_cleanly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], load_benchmark
 ) -> None:
-    gpu_check = load_script()
+    gpu_check = load_benchmark("gpu_check")
     monkeypatch.setattr(backend, "cuda_available", lambda: False)
     assert gpu_check.main(["--out", str(tmp_path / "out")]) == 0
     said = capsys.readouterr().out
@@ -36,10 +26,10 @@ def test_gpu_check_without_a_gpu_skips_cleanly(
 
 
 def test_gpu_check_report_on_the_fake_gpu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], load_benchmark
 ) -> None:
     """The subprocess steps are stubbed; the CuPy-vs-NumPy training runs, tiny, on the double."""
-    gpu_check = load_script()
+    gpu_check = load_benchmark("gpu_check")
     fake_cupy.install(monkeypatch)
     tiny = {"image_size": 8, "patch_size": 4, "num_classes": 3, "dim": 8, "depth": 1, "heads": 2}
     real_compare = gpu_check.compare_training

@@ -15,15 +15,6 @@ from whitebox import host_threads
 from whitebox.host_threads import for_blocks
 
 
-@pytest.fixture
-def threads(monkeypatch: pytest.MonkeyPatch):
-    """Split even small arrays (MIN_BLOCK = 1) and restore the thread count afterwards."""
-    monkeypatch.setattr(host_threads, "MIN_BLOCK", 1)
-    before = host_threads.num_threads()
-    yield host_threads.set_num_threads
-    host_threads.set_num_threads(before)
-
-
 def test_blocks_cover_every_row_once_in_order(threads) -> None:
     threads(3)
     seen = np.zeros(10, dtype=int)

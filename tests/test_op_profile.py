@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,24 +9,6 @@ import whitebox as wb
 import whitebox.functional as F
 from whitebox import host_threads
 from whitebox.ops import fused
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "op_profile.py"
-
-
-def load_script() -> object:
-    spec = importlib.util.spec_from_file_location("op_profile", SCRIPT)
-    op_profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(op_profile)
-    return op_profile
-
-
-@pytest.fixture
-def threads(monkeypatch: pytest.MonkeyPatch):
-    """Split even small arrays (MIN_BLOCK = 1) and restore the thread count afterwards."""
-    monkeypatch.setattr(host_threads, "MIN_BLOCK", 1)
-    before = host_threads.num_threads()
-    yield host_threads.set_num_threads
-    host_threads.set_num_threads(before)
 
 
 def layer_norm_step() -> float:
@@ -40,8 +19,8 @@ def layer_norm_step() -> float:
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_split_work_is_timed_per_block_function(threads, n: int) -> None:
-    op_profile = load_script()
+def test_split_work_is_timed_per_block_function(threads, load_benchmark, n: int) -> None:
+    op_profile = load_benchmark("op_profile")
     threads(n)
     prof = op_profile.profile_steps(layer_norm_step, steps=3, warmup=1)
     assert prof["threads"] == n
@@ -61,8 +40,8 @@ def test_split_work_is_timed_per_block_function(threads, n: int) -> None:
         assert prof["one_thread_ms"] == pytest.approx(prof["step_ms"] - in_blocks)
 
 
-def test_the_profiler_puts_every_function_back(threads) -> None:
-    op_profile = load_script()
+def test_the_profiler_puts_every_function_back(threads, load_benchmark) -> None:
+    op_profile = load_benchmark("op_profile")
     threads(2)
     original = host_threads.for_blocks
     with op_profile.profiled_ops():
@@ -71,8 +50,8 @@ def test_the_profiler_puts_every_function_back(threads) -> None:
     assert F.layer_norm is fused.layer_norm
 
 
-def test_print_profile_names_the_blocks(threads, capsys: pytest.CaptureFixture[str]) -> None:
-    op_profile = load_script()
+def test_print_profile_names_the_blocks(threads, load_benchmark, capsys: pytest.CaptureFixture[str]) -> None:
+    op_profile = load_benchmark("op_profile")
     threads(2)
     op_profile.print_profile(op_profile.profile_steps(layer_norm_step, steps=1, warmup=0), batch=64)
     out = capsys.readouterr().out
