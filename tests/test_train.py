@@ -171,6 +171,25 @@ def test_validation_makes_int_floats_floats():
     assert isinstance(config.lr, float) and isinstance(config.label_smoothing, float)
 
 
+@pytest.mark.parametrize(
+    "factory",
+    [
+        "whitebox.train.classify.image_config",
+        "whitebox.train.autoencode.mae_config",
+        "whitebox.train.dino.dino_config",
+    ],
+)
+def test_config_factories_drop_none_and_name_unknown_settings(factory: str):
+    import importlib
+
+    module, name = factory.rsplit(".", 1)
+    make = getattr(importlib.import_module(module), name)
+    with pytest.raises(ConfigError, match=f"{name}: unknown settings model_args, typo"):
+        make("crate", "mnist_tiny", "digits", typo=1, model_args={}, epochs=None)
+    config = make("crate", "mnist_tiny", "digits", {"patch_size": 4}, epochs=2, seed=None)
+    assert config.epochs == 2 and config.seed == type(config)().seed
+
+
 def test_reading_names_unknown_keys_and_versions():
     good = to_dict(LMConfig())
     with pytest.raises(ConfigError, match="unknown keys mask_prob, typo"):

@@ -29,7 +29,7 @@ from whitebox.distributed import Communicator
 from whitebox.features import embed_dataset, knn_accuracy, linear_probe
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
-from whitebox.train.config import ConfigError, MAEConfig, validate
+from whitebox.train.config import ConfigError, MAEConfig, given_settings, validate
 from whitebox.train.task import Task, open_run
 
 MODELS = {"crate": CRATEMAE, "vit": ViTMAE}
@@ -59,11 +59,7 @@ def mae_config(
 ) -> MAEConfig:
     """A complete, validated run config; ``settings`` are ``MAEConfig`` fields (None: default),
     ``overrides`` constructor arguments of the model. ``warmup_steps`` defaults to one epoch."""
-    settings = {k: v for k, v in settings.items() if v is not None}
-    fields = {f.name for f in dataclasses.fields(MAEConfig)} - {"model", "preset", "data", "model_args"}
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise ConfigError(f"mae_config: unknown settings {', '.join(unknown)}")
+    settings = given_settings(MAEConfig, "mae_config", settings)
     config = validate(MAEConfig(model=model, preset=resolve_preset(model, preset), data=data, **settings))
     backend.check_device(config.device)
     train = load_dataset(data, "train")

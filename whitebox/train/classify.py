@@ -37,7 +37,7 @@ from whitebox.distributed import Communicator
 from whitebox.nn import Module
 from whitebox.tensor import Tensor, no_grad
 from whitebox.train import data_source
-from whitebox.train.config import ConfigError, ImageConfig, validate
+from whitebox.train.config import ConfigError, ImageConfig, given_settings, validate
 from whitebox.train.task import Task, open_run
 
 MODELS = {"crate": CRATE, "vit": ViT, "crate-alpha": CRATEAlpha, "tost": ToST}
@@ -95,13 +95,9 @@ def image_config(
 ) -> ImageConfig:
     """A complete, validated run config; ``settings`` are ``ImageConfig`` fields (None: default),
     ``overrides`` constructor arguments of the model. ``warmup_steps`` defaults to one epoch."""
-    settings = {k: v for k, v in settings.items() if v is not None}
+    settings = given_settings(ImageConfig, "image_config", settings)
     if "lr" in settings and "min_lr" not in settings:  # the default floor never exceeds an explicit lr
         settings["min_lr"] = min(ImageConfig.min_lr, settings["lr"])
-    fields = {f.name for f in dataclasses.fields(ImageConfig)} - {"model", "preset", "data", "model_args"}
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise ConfigError(f"image_config: unknown settings {', '.join(unknown)}")
     data = data_source.resolve(data, available_datasets(), "dataset")
     config = validate(ImageConfig(model=model, preset=resolve_preset(model, preset), data=data, **settings))
     backend.check_device(config.device)

@@ -58,14 +58,7 @@ def spec(default: Any, *, low: float | None = None, high: float | None = None, a
          optional: bool = False) -> Any:  # fmt: skip
     """A dataclass field with its allowed values: ``low <= x <= high`` (``low < x`` with ``above``,
     ``x < high`` with ``below``), one of ``choices``; ``optional`` allows None."""
-    meta = {
-        "low": low,
-        "high": high,
-        "above": above,
-        "below": below,
-        "choices": choices,
-        "optional": optional,
-    }
+    meta = dict(low=low, high=high, above=above, below=below, choices=choices, optional=optional)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -215,6 +208,16 @@ def _check(name: str, value: Any, kind: Any, meta: dict[str, Any]) -> None:
         else:
             valid = f"{'<' if below else '<='} {high}"
         raise ConfigError(f"{name} must be {valid}, got {value!r}")
+
+
+def given_settings(cls: type[C], factory: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a config factory (named ``factory``) was given, None meaning "the default" and
+    so dropped; each must be a field of ``cls`` other than those the factory fills itself."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(cls)} - {"model", "preset", "data", "model_args"}
+    if unknown := sorted(set(given) - fields):
+        raise ConfigError(f"{factory}: unknown settings {', '.join(unknown)}")
+    return given
 
 
 def validate(config: C) -> C:

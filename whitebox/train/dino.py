@@ -40,7 +40,7 @@ from whitebox.nn import Module
 from whitebox.selfsup import DINO, CollapseMonitor, DINOHead, DINOLoss
 from whitebox.tensor import Tensor
 from whitebox.train.classify import ARCH_NAMES, MODELS, model_args, resolve_preset
-from whitebox.train.config import ConfigError, TrainConfig, register, spec, validate
+from whitebox.train.config import ConfigError, TrainConfig, given_settings, register, spec, validate
 from whitebox.train.task import Task, rng_untouched
 
 #: What the per-epoch statistics of the loss are called in metrics.jsonl (with a train_ prefix).
@@ -105,11 +105,7 @@ def dino_config(
 ) -> DINOConfig:
     """A complete, validated run config; ``settings`` are ``DINOConfig`` fields (None: default),
     ``overrides`` constructor arguments of the backbone. ``warmup_steps`` defaults to one epoch."""
-    settings = {k: v for k, v in settings.items() if v is not None}
-    fields = {f.name for f in dataclasses.fields(DINOConfig)} - {"model", "preset", "data", "model_args"}
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise ConfigError(f"dino_config: unknown settings {', '.join(unknown)}")
+    settings = given_settings(DINOConfig, "dino_config", settings)
     config = validate(DINOConfig(model=model, preset=resolve_preset(model, preset), data=data, **settings))
     backend.check_device(config.device)
     train = load_dataset(data, "train")
